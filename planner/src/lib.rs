@@ -1,0 +1,9 @@
+//! voxplan's static memory planner. It knows nothing of burn.
+
+pub mod error;
+pub mod plan;
+pub mod spec;
+
+pub use error::PlanError;
+pub use plan::{Precision, TrainingPlan};
+pub use spec::{ActivationKind, BlockKind, NetworkSpec, NormKind, StageSpec};

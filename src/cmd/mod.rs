@@ -1,0 +1,4 @@
+//! One file per subcommand: its clap arguments and a `run` that calls the libraries.
+
+pub mod inspect;
+pub mod phantoms;

@@ -1,0 +1,42 @@
+//! The `voxplan` command line: parses arguments and calls the libraries. No logic lives here.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "voxplan", version, about = "Plan, train and run 3D segmentation networks on medical volumes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a NIfTI file's header summary and voxel statistics.
+    Inspect(cmd::inspect::Args),
+    /// Write a synthetic phantom dataset in the Medical Segmentation Decathlon layout.
+    Phantoms(cmd::phantoms::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VOXPLAN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Phantoms(a) => cmd::phantoms::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! voxplan's data side: NIfTI I/O, datasets, phantoms and the streaming patch loader. It knows nothing of burn.
+
+pub mod error;
+pub mod volume;
+
+pub use error::{Result, VolumeError};
+pub use volume::{Affine, IDENTITY_AFFINE, Labels, Volume};
