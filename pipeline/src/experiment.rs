@@ -1,0 +1,86 @@
+//! An experiment: one TOML file that every crate reads its own sections from.
+//!
+//! `[network]` and `[plan]` belong to the planner, `[data]`, `[loader]`, `[augment]` to volumes, `[train]`
+//! to the pipeline. The default experiment is `configs/default.toml`, compiled in.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use voxplan_planner::{NetworkSpec, PlanSettings};
+use voxplan_volumes::{AugmentConfig, DataConfig, LoaderConfig};
+
+use crate::error::PipelineError;
+
+/// The default experiment's TOML text.
+pub const DEFAULT_EXPERIMENT_TOML: &str = include_str!("../../configs/default.toml");
+
+/// The `[train]` section.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub name: String,
+    #[serde(default)]
+    pub seed: u64,
+    pub network: NetworkSpec,
+    #[serde(default)]
+    pub plan: PlanSettings,
+    pub data: DataConfig,
+    #[serde(default)]
+    pub loader: LoaderConfig,
+    #[serde(default)]
+    pub augment: AugmentConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+impl Experiment {
+    /// The embedded default experiment.
+    pub fn embedded_default() -> Self {
+        Self::parse(DEFAULT_EXPERIMENT_TOML, Path::new("<embedded configs/default.toml>"))
+            .expect("the embedded default experiment is checked by a test")
+    }
+
+    /// Reads an experiment file, or the embedded default when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, PipelineError> {
+        match path {
+            None => Ok(Self::embedded_default()),
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|source| PipelineError::Io { path: p.to_path_buf(), source })?;
+                Self::parse(&text, p)
+            }
+        }
+    }
+
+    /// Parses experiment TOML; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, PipelineError> {
+        let exp: Self = toml::from_str(text)
+            .map_err(|e| PipelineError::Experiment { path: PathBuf::from(origin), problem: e.to_string() })?;
+        exp.network.validate()?;
+        exp.network.validate_patch(exp.plan.patch_size)?;
+        Ok(exp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses_and_validates() {
+        let e = Experiment::parse(DEFAULT_EXPERIMENT_TOML, Path::new("default.toml")).unwrap();
+        assert_eq!(e.network.stages.len(), 3);
+        assert_eq!(e.plan.patch_size, [32, 32, 32]);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_file() {
+        let text = DEFAULT_EXPERIMENT_TOML.replace("[loader]", "[loader]\nbogus = 1");
+        let e = Experiment::parse(&text, Path::new("exp.toml")).unwrap_err().to_string();
+        assert!(e.contains("exp.toml") && e.contains("bogus"), "{e}");
+    }
+}
