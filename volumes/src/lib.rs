@@ -7,3 +7,6 @@ pub mod volume;
 pub use config::{AugmentConfig, DataConfig, DataSource, LoaderConfig, Modality};
 pub use error::{Result, VolumeError};
 pub use volume::{Affine, IDENTITY_AFFINE, Labels, Volume};
+
+pub mod phantom;
+pub mod seed;
