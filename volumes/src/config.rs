@@ -93,6 +93,10 @@ pub struct LoaderConfig {
     pub class_weights: Option<Vec<f64>>,
     /// Cap on stored voxel locations per class per case (memory bound on class indices).
     pub max_class_locations: usize,
+    /// Read patches of uncompressed `.nii` cases straight from the file (memory-mapped) instead of decoding
+    /// whole cases: a worker then holds the label map and one patch, not the image. Ignored for `.nii.gz`,
+    /// phantoms, and when resampling.
+    pub stream_uncompressed: bool,
 }
 
 impl Default for LoaderConfig {
@@ -104,6 +108,7 @@ impl Default for LoaderConfig {
             foreground_fraction: 1.0 / 3.0,
             class_weights: None,
             max_class_locations: 10_000,
+            stream_uncompressed: false,
         }
     }
 }

@@ -8,5 +8,22 @@ pub use config::{AugmentConfig, DataConfig, DataSource, LoaderConfig, Modality};
 pub use error::{Result, VolumeError};
 pub use volume::{Affine, IDENTITY_AFFINE, Labels, Volume};
 
+pub mod augment;
+pub mod case_view;
+pub mod crop;
+pub mod fingerprint;
+pub mod grid;
+pub mod loader;
 pub mod phantom;
+pub mod preprocess;
+pub mod resample;
+pub mod sampler;
 pub mod seed;
+pub mod source;
+pub mod split;
+
+pub use fingerprint::{Fingerprint, IntensityStats, fingerprint};
+pub use grid::{Aggregator, Blend, GridSampler, patch_origins};
+pub use loader::{PatchBatch, PatchLoader};
+pub use source::{CaseGeometry, CaseSource, open_source};
+pub use split::{Split, split};

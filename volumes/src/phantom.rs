@@ -83,10 +83,9 @@ impl Shape {
             Shape::Ellipsoid { centre, radii } => {
                 (std::array::from_fn(|i| centre[i] - radii[i]), std::array::from_fn(|i| centre[i] + radii[i]))
             }
-            Shape::Tube { a, b, radius } => (
-                std::array::from_fn(|i| a[i].min(b[i]) - radius),
-                std::array::from_fn(|i| a[i].max(b[i]) + radius),
-            ),
+            Shape::Tube { a, b, radius } => {
+                (std::array::from_fn(|i| a[i].min(b[i]) - radius), std::array::from_fn(|i| a[i].max(b[i]) + radius))
+            }
             Shape::Shell { centre, outer, .. } => {
                 (std::array::from_fn(|i| centre[i] - outer), std::array::from_fn(|i| centre[i] + outer))
             }
@@ -158,7 +157,8 @@ pub fn generate(spec: &PhantomSpec, index: usize) -> (Volume, Labels) {
         let means: Vec<f64> = (0..classes).map(|k| class_intensity(k, c, classes)).collect();
         let channel = volume.channel_mut(c);
         for (i, out) in channel.iter_mut().enumerate().take(n) {
-            let [x, y, z] = [i % spec.shape[0], (i / spec.shape[0]) % spec.shape[1], i / (spec.shape[0] * spec.shape[1])];
+            let [x, y, z] =
+                [i % spec.shape[0], (i / spec.shape[0]) % spec.shape[1], i / (spec.shape[0] * spec.shape[1])];
             let clean = means[usize::from(labels.data[i])] * bias.at(x, y, z);
             *out = (clean + NOISE_STD * standard_normal(&mut rng)) as f32;
         }
@@ -203,9 +203,7 @@ impl BiasField {
             let cycles = rng.random_range(0.3..0.9);
             let phase = rng.random_range(0.0..std::f64::consts::TAU);
             let n = spec.shape[axis].max(1) as f64;
-            (0..spec.shape[axis])
-                .map(|i| (std::f64::consts::TAU * cycles * i as f64 / n + phase).cos() / 3.0)
-                .collect()
+            (0..spec.shape[axis]).map(|i| (std::f64::consts::TAU * cycles * i as f64 / n + phase).cos() / 3.0).collect()
         });
         Self { tables }
     }

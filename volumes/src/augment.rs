@@ -1,0 +1,164 @@
+//! Seeded patch augmentation: flips per axis, 90° rotations in the axial (x, y) plane, intensity scale and
+//! shift, gaussian noise. Geometric transforms move image and label voxels identically; intensity
+//! transforms touch the image only. Rotations need square axial patches (x = y) so the shape is kept.
+
+use rand::Rng;
+
+use crate::config::AugmentConfig;
+use crate::seed::standard_normal;
+use crate::volume::{linear_index, voxel_count};
+
+/// The geometric part of one augmentation draw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Geometry {
+    /// Flip along x, y, z.
+    pub flips: [bool; 3],
+    /// Quarter turns in the x–y plane (0–3).
+    pub quarter_turns: u8,
+}
+
+impl Geometry {
+    pub fn is_identity(&self) -> bool {
+        self.flips == [false; 3] && self.quarter_turns == 0
+    }
+
+    /// Output voxel `(x, y, z)` reads input voxel `source(x, y, z)`: rotate, then flip.
+    fn source(&self, size: [usize; 3], x: usize, y: usize, z: usize) -> [usize; 3] {
+        let n = size[0];
+        let (rx, ry) = match self.quarter_turns % 4 {
+            0 => (x, y),
+            1 => (y, n - 1 - x),
+            2 => (n - 1 - x, n - 1 - y),
+            _ => (n - 1 - y, x),
+        };
+        let flip = |a: usize, axis: usize| if self.flips[axis] { size[axis] - 1 - a } else { a };
+        [flip(rx, 0), flip(ry, 1), flip(z, 2)]
+    }
+
+    /// Applies the transform to one `[z, y, x]` block of `size` voxels.
+    pub fn apply<T: Copy>(&self, block: &[T], size: [usize; 3]) -> Vec<T> {
+        let mut out = Vec::with_capacity(block.len());
+        for z in 0..size[2] {
+            for y in 0..size[1] {
+                for x in 0..size[0] {
+                    let [sx, sy, sz] = self.source(size, x, y, z);
+                    out.push(block[linear_index(size, sx, sy, sz)]);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Draws and applies one augmentation to a patch: `image` is `[C, z, y, x]`, `labels` `[z, y, x]`.
+pub fn augment(image: &mut Vec<f32>, labels: &mut Vec<u16>, size: [usize; 3], cfg: &AugmentConfig, rng: &mut impl Rng) {
+    if !cfg.enabled {
+        return;
+    }
+    let mut g = Geometry::default();
+    for flip in g.flips.iter_mut() {
+        *flip = rng.random_bool(cfg.flip_probability.clamp(0.0, 1.0));
+    }
+    if size[0] == size[1] && rng.random_bool(cfg.rot90_probability.clamp(0.0, 1.0)) {
+        g.quarter_turns = rng.random_range(1..=3);
+    }
+    if !g.is_identity() {
+        let n = voxel_count(size);
+        *image = image.chunks(n).flat_map(|channel| g.apply(channel, size)).collect();
+        *labels = g.apply(labels, size);
+    }
+    let draw = |rng: &mut dyn rand::RngCore, [lo, hi]: [f64; 2]| if hi > lo { rng.random_range(lo..hi) } else { lo };
+    let scale = draw(rng, cfg.intensity_scale) as f32;
+    let shift = draw(rng, cfg.intensity_shift) as f32;
+    for v in image.iter_mut() {
+        *v = *v * scale + shift;
+    }
+    if rng.random_bool(cfg.noise_probability.clamp(0.0, 1.0)) {
+        let std = draw(rng, cfg.noise_std);
+        if std > 0.0 {
+            for v in image.iter_mut() {
+                *v += (std * standard_normal(rng)) as f32;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seed::rng_for;
+
+    fn geometry_only(flip: f64, rot: f64) -> AugmentConfig {
+        AugmentConfig {
+            enabled: true,
+            flip_probability: flip,
+            rot90_probability: rot,
+            intensity_scale: [1.0, 1.0],
+            intensity_shift: [0.0, 0.0],
+            noise_std: [0.0, 0.0],
+            noise_probability: 0.0,
+        }
+    }
+
+    #[test]
+    fn image_and_label_move_together() {
+        let size = [6, 6, 4];
+        let labels: Vec<u16> = (0..voxel_count(size) as u16).collect();
+        for seed in 0..20 {
+            let mut img: Vec<f32> = labels.iter().map(|&l| f32::from(l)).collect();
+            img.extend(labels.iter().map(|&l| -f32::from(l)));
+            let mut lab = labels.clone();
+            augment(&mut img, &mut lab, size, &geometry_only(0.5, 0.5), &mut rng_for(&[seed]));
+            let n = voxel_count(size);
+            assert!(lab.iter().zip(&img[..n]).all(|(&l, &v)| f32::from(l) == v), "seed {seed}: channel 0");
+            assert!(lab.iter().zip(&img[n..]).all(|(&l, &v)| -f32::from(l) == v), "seed {seed}: channel 1");
+            let mut sorted = lab.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, labels, "a permutation of voxels");
+        }
+    }
+
+    #[test]
+    fn quarter_turn_rotates_in_the_axial_plane_and_four_are_identity() {
+        let size = [3, 3, 2];
+        let block: Vec<u16> = (0..18).collect();
+        let q = Geometry { flips: [false; 3], quarter_turns: 1 };
+        let once = q.apply(&block, size);
+        // Output (0, 0, 0) reads input (0, 2, 0): the first row becomes the last column.
+        assert_eq!(once[0], block[linear_index(size, 0, 2, 0)]);
+        assert_eq!(once[linear_index(size, 0, 0, 1)], block[linear_index(size, 0, 2, 1)], "z untouched");
+        let four = (0..3).fold(once, |b, _| q.apply(&b, size));
+        assert_eq!(four, block);
+    }
+
+    #[test]
+    fn non_square_patches_are_never_rotated() {
+        let size = [4, 2, 1];
+        let base: Vec<u16> = (0..8).collect();
+        for seed in 0..10 {
+            let mut img: Vec<f32> = base.iter().map(|&l| f32::from(l)).collect();
+            let mut lab = base.clone();
+            augment(&mut img, &mut lab, size, &geometry_only(0.0, 1.0), &mut rng_for(&[seed]));
+            assert_eq!(lab, base);
+        }
+    }
+
+    #[test]
+    fn intensity_and_noise_follow_their_ranges() {
+        let cfg = AugmentConfig {
+            flip_probability: 0.0,
+            rot90_probability: 0.0,
+            intensity_scale: [2.0, 2.0],
+            intensity_shift: [1.0, 1.0],
+            noise_std: [0.5, 0.5],
+            noise_probability: 1.0,
+            enabled: true,
+        };
+        let mut img = vec![1.0f32; 20_000];
+        let mut lab = vec![0u16; 20_000];
+        augment(&mut img, &mut lab, [20_000, 1, 1], &cfg, &mut rng_for(&[4]));
+        let mean = img.iter().map(|&v| f64::from(v)).sum::<f64>() / 20_000.0;
+        let std = (img.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / 20_000.0).sqrt();
+        assert!((mean - 3.0).abs() < 0.02 && (std - 0.5).abs() < 0.02, "mean {mean} std {std}");
+    }
+}

@@ -1,0 +1,382 @@
+//! The streaming patch loader: worker threads open cases, draw `samples_per_volume` patches from each,
+//! augment them and hand them over through bounded queues, so decoding overlaps training and memory stays
+//! bounded however large the dataset.
+//!
+//! **Schedule.** The epoch's case order is a seeded shuffle of the training cases (reshuffled each time it
+//! repeats). Visit `v` (one opened case) belongs to worker `v mod W`, and each worker has its own bounded
+//! queue. Visits are taken in rounds of `W`; inside a round the stream interleaves the round's cases sample
+//! by sample (`s·R + i`), so a batch mixes cases. Because the consumer knows which worker produces each
+//! sequence number and each worker produces its items in exactly that order, batches come out identical for
+//! a given `(seed, epoch, workers)` whatever the thread timing, without a reorder buffer. Each patch's
+//! randomness is keyed by `(seed, epoch, visit, case, sample)`.
+//!
+//! **Memory bound.** `W × (largest case + its class locations + one patch) + queue_length × patch + one
+//! batch`, computed from headers before any decoding and logged at start.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use rand::seq::SliceRandom;
+
+use crate::augment::augment;
+use crate::config::{AugmentConfig, LoaderConfig};
+use crate::error::{Result, VolumeError};
+use crate::sampler::{ClassLocations, Placement, choose_origin, forced_foreground};
+use crate::seed::{domain, rng_for};
+use crate::source::CaseSource;
+use crate::volume::voxel_count;
+
+/// A batch of patches in the layout burn wants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchBatch {
+    /// `[B, C, z, y, x]`.
+    pub images: Vec<f32>,
+    /// `[B, z, y, x]`.
+    pub labels: Vec<u16>,
+    pub batch_size: usize,
+    pub channels: usize,
+    /// `(x, y, z)`.
+    pub patch_size: [usize; 3],
+}
+
+/// One augmented patch.
+struct Patch {
+    image: Vec<f32>,
+    labels: Vec<u16>,
+    channels: usize,
+}
+
+/// Which case each visit opens, and which worker owns which sequence number.
+#[derive(Debug, Clone)]
+struct Schedule {
+    visits: Vec<usize>,
+    workers: usize,
+    samples_per_volume: usize,
+    total: u64,
+}
+
+impl Schedule {
+    fn new(cases: &[usize], workers: usize, samples_per_volume: usize, total: u64, seed: u64, epoch: u64) -> Self {
+        let n_visits = (total as usize).div_ceil(samples_per_volume);
+        let mut visits = Vec::with_capacity(n_visits);
+        let mut cycle = 0u64;
+        while visits.len() < n_visits {
+            let mut order = cases.to_vec();
+            order.shuffle(&mut rng_for(&[domain::CASE_ORDER, seed, epoch, cycle]));
+            visits.extend(order.into_iter().take(n_visits - visits.len()));
+            cycle += 1;
+        }
+        Self { visits, workers, samples_per_volume, total }
+    }
+
+    /// Visits in round `r` (the last round may be short).
+    fn round_len(&self, round: usize) -> usize {
+        self.workers.min(self.visits.len() - round * self.workers)
+    }
+
+    /// Sequence number of sample `s` of visit `v`.
+    fn sequence(&self, visit: usize, sample: usize) -> u64 {
+        let round = visit / self.workers;
+        let start = round * self.workers * self.samples_per_volume;
+        (start + sample * self.round_len(round) + visit % self.workers) as u64
+    }
+
+    /// The worker that produces sequence number `n`.
+    fn worker_of(&self, n: u64) -> usize {
+        let per_round = (self.workers * self.samples_per_volume) as u64;
+        let round = (n / per_round) as usize;
+        ((n % per_round) as usize) % self.round_len(round)
+    }
+}
+
+/// Everything a worker needs, shared read-only.
+struct WorkerPlan {
+    source: Arc<dyn CaseSource>,
+    schedule: Schedule,
+    loader: LoaderConfig,
+    augment: AugmentConfig,
+    patch_size: [usize; 3],
+    batch_size: usize,
+    seed: u64,
+    epoch: u64,
+}
+
+impl WorkerPlan {
+    fn placement(&self, sequence: u64) -> Placement {
+        match &self.loader.class_weights {
+            Some(w) => Placement::ClassWeighted(w.clone()),
+            None if forced_foreground(sequence, self.batch_size, self.loader.foreground_fraction) => {
+                Placement::Foreground
+            }
+            None => Placement::Uniform,
+        }
+    }
+
+    /// Produces this worker's items in consumption order; stops quietly when the consumer hangs up.
+    fn run(&self, worker: usize, out: Sender<Result<Patch>>) {
+        for visit in (worker..self.schedule.visits.len()).step_by(self.schedule.workers) {
+            let case = self.schedule.visits[visit];
+            let mut view = match self.source.open_case(case, self.loader.stream_uncompressed) {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = out.send(Err(e));
+                    return;
+                }
+            };
+            let locations = ClassLocations::compute(view.labels(), self.loader.max_class_locations);
+            for sample in 0..self.schedule.samples_per_volume {
+                let sequence = self.schedule.sequence(visit, sample);
+                if sequence >= self.schedule.total {
+                    continue;
+                }
+                let key = [domain::PATCH, self.seed, self.epoch, visit as u64, case as u64, sample as u64];
+                let mut rng = rng_for(&key);
+                let origin = choose_origin(&self.placement(sequence), &locations, self.patch_size, &mut rng);
+                let item = view.image_patch(origin, self.patch_size).map(|mut image| {
+                    let mut labels =
+                        crate::crop::crop_padded(&view.labels().data, view.shape(), origin, self.patch_size, 0);
+                    augment(&mut image, &mut labels, self.patch_size, &self.augment, &mut rng);
+                    Patch { image, labels, channels: view.channels() }
+                });
+                let failed = item.is_err();
+                if out.send(item).is_err() || failed {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Bytes held at most: see the module documentation.
+pub fn memory_bound(
+    largest_case_bytes: u64,
+    workers: usize,
+    queue_length: usize,
+    patch_bytes: u64,
+    max_class_locations: usize,
+    num_classes: usize,
+    batch_size: usize,
+) -> u64 {
+    let locations = (max_class_locations * num_classes * std::mem::size_of::<usize>()) as u64;
+    workers as u64 * (largest_case_bytes + locations + patch_bytes)
+        + queue_length as u64 * patch_bytes
+        + batch_size as u64 * patch_bytes
+}
+
+/// Classes assumed for the class-location part of the bound when no label has been read yet (u8 labels).
+const CLASS_BOUND_FOR_LOCATIONS: usize = 16;
+
+pub struct PatchLoader {
+    receivers: Vec<Receiver<Result<Patch>>>,
+    handles: Vec<JoinHandle<()>>,
+    schedule: Schedule,
+    next: u64,
+    batch_size: usize,
+    patch_size: [usize; 3],
+    waited: Duration,
+    memory_bound: u64,
+    stopped: bool,
+}
+
+impl PatchLoader {
+    /// Starts the workers for one epoch of `batches` batches drawn from `cases` (indices into `source`).
+    #[allow(clippy::too_many_arguments)] // the trainer's agreed API: every argument is a separate concern
+    pub fn start(
+        source: Arc<dyn CaseSource>,
+        cases: Vec<usize>,
+        loader: &LoaderConfig,
+        augment: &AugmentConfig,
+        patch_size: [usize; 3],
+        batch_size: usize,
+        batches: usize,
+        seed: u64,
+        epoch: u64,
+    ) -> Result<Self> {
+        let bad =
+            |field: &str, problem: &str| Err(VolumeError::Config { field: field.into(), problem: problem.into() });
+        if loader.workers == 0 {
+            return bad("loader.workers", "need at least one worker");
+        }
+        if loader.samples_per_volume == 0 {
+            return bad("loader.samples_per_volume", "must be at least 1");
+        }
+        if batch_size == 0 || patch_size.contains(&0) {
+            return bad("plan", "batch size and patch edges must be at least 1");
+        }
+        if cases.is_empty() {
+            return bad("data", "no cases to draw patches from");
+        }
+        if let Some(&bad_case) = cases.iter().find(|&&c| c >= source.len()) {
+            return Err(VolumeError::Config {
+                field: "data".into(),
+                problem: format!("case index {bad_case} out of range ({} cases)", source.len()),
+            });
+        }
+        let mut largest = 0u64;
+        let mut channels = 1usize;
+        for &c in &cases {
+            let g = source.geometry(c)?;
+            let bytes = if loader.stream_uncompressed { voxel_count(g.shape) as u64 * 2 } else { g.decoded_bytes() };
+            largest = largest.max(bytes);
+            channels = channels.max(g.channels);
+        }
+        let patch_bytes = (voxel_count(patch_size) * (4 * channels + 2)) as u64;
+        let classes = loader.class_weights.as_ref().map_or(CLASS_BOUND_FOR_LOCATIONS, Vec::len);
+        let bound = memory_bound(
+            largest,
+            loader.workers,
+            loader.queue_length,
+            patch_bytes,
+            loader.max_class_locations,
+            classes,
+            batch_size,
+        );
+        tracing::info!(
+            workers = loader.workers,
+            queue = loader.queue_length,
+            largest_case_mib = largest as f64 / 1048576.0,
+            patch_mib = patch_bytes as f64 / 1048576.0,
+            bound_mib = bound as f64 / 1048576.0,
+            "patch loader memory bound: workers × (largest case + class locations + patch) + queue × patch + batch"
+        );
+        let total = (batches * batch_size) as u64;
+        let schedule = Schedule::new(&cases, loader.workers, loader.samples_per_volume, total, seed, epoch);
+        let workers = loader.workers.min(schedule.visits.len()).max(1);
+        let schedule = Schedule { workers, ..schedule };
+        let plan = Arc::new(WorkerPlan {
+            source,
+            schedule: schedule.clone(),
+            loader: loader.clone(),
+            augment: augment.clone(),
+            patch_size,
+            batch_size,
+            seed,
+            epoch,
+        });
+        let capacity = loader.queue_length.div_ceil(workers).max(1);
+        let mut receivers = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (tx, rx) = bounded(capacity);
+            let plan = Arc::clone(&plan);
+            let handle = std::thread::Builder::new()
+                .name(format!("voxplan-loader-{w}"))
+                .spawn(move || plan.run(w, tx))
+                .map_err(|e| VolumeError::LoaderStopped(format!("cannot start worker thread: {e}")))?;
+            receivers.push(rx);
+            handles.push(handle);
+        }
+        Ok(Self {
+            receivers,
+            handles,
+            schedule,
+            next: 0,
+            batch_size,
+            patch_size,
+            waited: Duration::ZERO,
+            memory_bound: bound,
+            stopped: false,
+        })
+    }
+
+    fn next_patch(&mut self) -> Result<Patch> {
+        let worker = self.schedule.worker_of(self.next);
+        let t = Instant::now();
+        let got = self.receivers[worker].recv();
+        self.waited += t.elapsed();
+        self.next += 1;
+        match got {
+            Ok(item) => item,
+            Err(_) => Err(VolumeError::LoaderStopped(format!("worker {worker} exited before patch {}", self.next - 1))),
+        }
+    }
+
+    /// The next batch; `None` after `batches` batches or after an error has been returned.
+    pub fn next_batch(&mut self) -> Option<Result<PatchBatch>> {
+        if self.stopped || self.next >= self.schedule.total {
+            return None;
+        }
+        let n = voxel_count(self.patch_size);
+        let mut batch: Option<PatchBatch> = None;
+        for _ in 0..self.batch_size {
+            let patch = match self.next_patch() {
+                Ok(p) => p,
+                Err(e) => {
+                    self.stopped = true;
+                    return Some(Err(e));
+                }
+            };
+            let b = batch.get_or_insert_with(|| PatchBatch {
+                images: Vec::with_capacity(self.batch_size * patch.channels * n),
+                labels: Vec::with_capacity(self.batch_size * n),
+                batch_size: self.batch_size,
+                channels: patch.channels,
+                patch_size: self.patch_size,
+            });
+            if patch.channels != b.channels {
+                self.stopped = true;
+                return Some(Err(VolumeError::LoaderStopped(format!(
+                    "cases disagree on channel count ({} vs {}) within one batch",
+                    b.channels, patch.channels
+                ))));
+            }
+            b.images.extend_from_slice(&patch.image);
+            b.labels.extend_from_slice(&patch.labels);
+        }
+        batch.map(Ok)
+    }
+
+    /// Total time `next_batch` spent blocked waiting for workers (the data-starvation figure).
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// The bound on bytes held by workers and queues (logged at start).
+    pub fn memory_bound_bytes(&self) -> u64 {
+        self.memory_bound
+    }
+}
+
+impl Drop for PatchLoader {
+    /// Hangs up the queues so blocked workers return, then joins them.
+    fn drop(&mut self) {
+        self.receivers.clear();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_assigns_every_sequence_to_the_worker_that_produces_it() {
+        for workers in 1..4 {
+            let s = Schedule::new(&[0, 1, 2, 3, 4], workers, 3, 29, 1, 0);
+            let mut produced: Vec<(u64, usize)> = Vec::new();
+            for v in 0..s.visits.len() {
+                for k in 0..3 {
+                    produced.push((s.sequence(v, k), v % workers));
+                }
+            }
+            produced.retain(|&(n, _)| n < 29);
+            produced.sort_unstable();
+            let seqs: Vec<u64> = produced.iter().map(|p| p.0).collect();
+            assert_eq!(seqs, (0..29).collect::<Vec<_>>(), "workers {workers}: a permutation of 0..29");
+            assert!(produced.iter().all(|&(n, w)| s.worker_of(n) == w));
+        }
+    }
+
+    #[test]
+    fn each_epoch_pass_visits_every_case_before_repeating() {
+        let s = Schedule::new(&[3, 5, 7, 9], 2, 2, 16, 9, 4);
+        assert_eq!(s.visits.len(), 8);
+        let mut first: Vec<usize> = s.visits[..4].to_vec();
+        first.sort_unstable();
+        assert_eq!(first, vec![3, 5, 7, 9]);
+    }
+}
