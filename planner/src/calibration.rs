@@ -1,0 +1,142 @@
+//! Fits the backend constants to measured steps.
+//!
+//! How to use: run real training steps (different patches and batches) on the device, record the
+//! measured peak (flex: heap growth during the step; CUDA: `MemoryUsage::bytes_reserved` after sync, or NVML
+//! used bytes), and pair each with the planner's [`Components`] for the same configuration
+//! (`simulate(...).peak_components`). `fit` solves `measured ≈ a·activations + b·workspace + fixed` in
+//! least squares (model state, batch and allocator slack are taken as exact) and returns
+//! `activation_scale = a`, a workspace factor multiplier `b` and `fixed_overhead_bytes`; write them into
+//! `configs/devices/backends.toml` (multiply the current workspace factors by `b`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::PlanError;
+use crate::timeline::Components;
+
+/// One measured step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub components: Components,
+    pub measured_bytes: u64,
+}
+
+/// Fitted constants.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FittedConstants {
+    pub activation_scale: f64,
+    /// Multiplier on the current conv workspace factors.
+    pub workspace_factor_scale: f64,
+    pub fixed_overhead_bytes: u64,
+    /// Root-mean-square relative error of the fit over the samples.
+    pub rms_relative_error: f64,
+}
+
+/// Least-squares fit of the three constants; needs at least three samples that vary independently.
+pub fn fit(samples: &[Sample]) -> Result<FittedConstants, PlanError> {
+    if samples.len() < 3 {
+        return Err(PlanError::Calibration(format!("need at least 3 samples, got {}", samples.len())));
+    }
+    // Rows [activation + temporaries, workspace, 1] → measured − exactly known parts.
+    let rows: Vec<([f64; 3], f64)> = samples
+        .iter()
+        .map(|s| {
+            let c = &s.components;
+            let known = (c.model_state_bytes + c.batch_bytes + c.allocator_slack_bytes) as f64;
+            (
+                [(c.activation_bytes + c.temporary_bytes) as f64, c.workspace_bytes as f64, 1.0],
+                s.measured_bytes as f64 - known,
+            )
+        })
+        .collect();
+    let mut ata = [[0.0f64; 3]; 3];
+    let mut atb = [0.0f64; 3];
+    for (x, y) in &rows {
+        for i in 0..3 {
+            atb[i] += x[i] * y;
+            for j in 0..3 {
+                ata[i][j] += x[i] * x[j];
+            }
+        }
+    }
+    // A column that is all zero (e.g. no workspace on CUDA) is pinned to 1 (scale) and left out.
+    let mut active: Vec<usize> = (0..3).filter(|&i| ata[i][i] > 0.0).collect();
+    if !active.contains(&2) {
+        active.push(2);
+    }
+    let sol = solve(&ata, &atb, &active)
+        .ok_or_else(|| PlanError::Calibration("samples do not vary independently (singular system)".into()))?;
+    let a = if active.contains(&0) { sol[0] } else { 1.0 };
+    let b = if active.contains(&1) { sol[1] } else { 1.0 };
+    let fixed = sol[2].max(0.0);
+    let mut se = 0.0;
+    for (s, (x, y)) in samples.iter().zip(&rows) {
+        let pred = a * x[0] + b * x[1] + fixed;
+        let known = s.measured_bytes as f64 - y;
+        se += (((pred + known) - s.measured_bytes as f64) / s.measured_bytes.max(1) as f64).powi(2);
+    }
+    Ok(FittedConstants {
+        activation_scale: a,
+        workspace_factor_scale: b,
+        fixed_overhead_bytes: fixed.round() as u64,
+        rms_relative_error: (se / samples.len() as f64).sqrt(),
+    })
+}
+
+/// Gaussian elimination on the `active` sub-system.
+fn solve(a: &[[f64; 3]; 3], b: &[f64; 3], active: &[usize]) -> Option<[f64; 3]> {
+    let k = active.len();
+    let mut m: Vec<Vec<f64>> =
+        active.iter().map(|&i| active.iter().map(|&j| a[i][j]).chain([b[i]]).collect()).collect();
+    for col in 0..k {
+        let piv = (col..k).max_by(|&x, &y| m[x][col].abs().total_cmp(&m[y][col].abs()))?;
+        if m[piv][col].abs() < 1e-9 * m[piv].iter().map(|v| v.abs()).fold(1.0, f64::max) {
+            return None;
+        }
+        m.swap(col, piv);
+        for r in 0..k {
+            if r != col {
+                let f = m[r][col] / m[col][col];
+                for c in col..=k {
+                    m[r][c] -= f * m[col][c];
+                }
+            }
+        }
+    }
+    let mut out = [0.0; 3];
+    for (r, &i) in active.iter().enumerate() {
+        out[i] = m[r][k] / m[r][r];
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(act: u64, work: u64, a: f64, b: f64, fixed: u64) -> Sample {
+        let components =
+            Components { activation_bytes: act, workspace_bytes: work, model_state_bytes: 1000, ..Default::default() };
+        Sample { components, measured_bytes: (a * act as f64 + b * work as f64) as u64 + fixed + 1000 }
+    }
+
+    #[test]
+    fn recovers_known_constants() {
+        let s: Vec<Sample> =
+            [(100 << 20, 30 << 20), (200 << 20, 30 << 20), (150 << 20, 90 << 20), (400 << 20, 10 << 20)]
+                .iter()
+                .map(|&(x, w)| sample(x, w, 1.1, 0.9, 64 << 20))
+                .collect();
+        let f = fit(&s).unwrap();
+        assert!((f.activation_scale - 1.1).abs() < 1e-6, "{f:?}");
+        assert!((f.workspace_factor_scale - 0.9).abs() < 1e-6, "{f:?}");
+        assert!((f.fixed_overhead_bytes as i64 - (64 << 20)).abs() < 16, "{f:?}");
+        assert!(f.rms_relative_error < 1e-6);
+    }
+
+    #[test]
+    fn too_few_or_degenerate_samples_are_errors() {
+        assert!(fit(&[sample(1, 1, 1.0, 1.0, 0)]).is_err());
+        let same = sample(100, 10, 1.0, 1.0, 5);
+        assert!(fit(&[same, same, same]).unwrap_err().to_string().contains("singular"));
+    }
+}

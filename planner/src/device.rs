@@ -1,0 +1,261 @@
+//! Devices the planner plans for: this CPU (available RAM via sysinfo), a CUDA GPU (free memory via NVML,
+//! which needs no CUDA context), or a named GPU from `configs/devices/gpus.toml`. Backend constants come
+//! from `configs/devices/backends.toml`, embedded so the binary runs without files.
+
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::PlanError;
+
+const BACKENDS_TOML: &str = include_str!("../../configs/devices/backends.toml");
+const GPUS_TOML: &str = include_str!("../../configs/devices/gpus.toml");
+
+/// Which burn backend runs the step: decides workspace and allocator behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// burn's flex CPU backend with the system allocator.
+    Flex,
+    /// burn's CUDA backend (cubecl memory pools).
+    Cuda,
+}
+
+/// Constants of one backend's memory behaviour (see `configs/devices/backends.toml` for their origin).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendModel {
+    #[serde(default = "flex_kind")]
+    pub kind: BackendKind,
+    /// Multiplier on activation and gradient bytes (1.0 = the per-op rules as derived).
+    pub activation_scale: f64,
+    /// Factor on `kernel_volume × C_in × output voxels × element bytes` (one sample) for conv backward.
+    pub conv_backward_workspace_factor: f64,
+    /// The same for conv forward.
+    pub conv_forward_workspace_factor: f64,
+    /// Bytes the process holds outside the step (CUDA context and autotune, or the CPU process baseline).
+    pub fixed_overhead_bytes: u64,
+    /// Every allocation is padded to a multiple of this.
+    pub allocation_alignment: u64,
+    /// Whether allocations come from cubecl's SubSlices page pools (reserved ≥ in use).
+    pub pooled: bool,
+    /// How the constants were obtained.
+    pub source: String,
+}
+
+fn flex_kind() -> BackendKind {
+    BackendKind::Flex
+}
+
+#[derive(Deserialize)]
+struct BackendsFile {
+    flex: BackendModel,
+    cuda: BackendModel,
+}
+
+/// The embedded model of a backend.
+pub fn backend_model(kind: BackendKind) -> Result<BackendModel, PlanError> {
+    let file: BackendsFile = toml::from_str(BACKENDS_TOML)
+        .map_err(|e| PlanError::DeviceTable { file: "configs/devices/backends.toml".into(), problem: e.to_string() })?;
+    let mut m = match kind {
+        BackendKind::Flex => file.flex,
+        BackendKind::Cuda => file.cuda,
+    };
+    m.kind = kind;
+    Ok(m)
+}
+
+/// Where the step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DeviceKind {
+    Cpu,
+    Cuda { index: usize },
+}
+
+/// A device with the memory the planner may use and what it computes fast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceProfile {
+    pub name: String,
+    pub kind: DeviceKind,
+    /// Physical memory of the device, bytes.
+    pub total_bytes: u64,
+    /// Memory free for this run when profiled (RAM available, or GPU free memory), bytes.
+    pub free_bytes: u64,
+    /// Fast bfloat16 (Ampere or newer); selects bf16 mixed precision.
+    pub bf16: bool,
+    /// Fast float16 (tensor cores); selects f16 mixed precision when bf16 is missing.
+    pub fp16_fast: bool,
+    pub backend: BackendModel,
+    /// Where the figures come from ("sysinfo", "NVML", "gpus.toml").
+    pub source: String,
+}
+
+/// What `--device` / `--gpu` asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceSelector {
+    Cpu,
+    Cuda(usize),
+    /// A GPU from the table, planned for without the card.
+    Gpu(String),
+}
+
+impl FromStr for DeviceSelector {
+    type Err = PlanError;
+
+    /// Parses `cpu`, `cuda` (index 0) or `cuda:N`.
+    fn from_str(s: &str) -> Result<Self, PlanError> {
+        let t = s.trim().to_ascii_lowercase();
+        if t == "cpu" {
+            return Ok(Self::Cpu);
+        }
+        if t == "cuda" {
+            return Ok(Self::Cuda(0));
+        }
+        if let Some(i) = t.strip_prefix("cuda:")
+            && let Ok(index) = i.parse()
+        {
+            return Ok(Self::Cuda(index));
+        }
+        Err(PlanError::InvalidSize {
+            field: "--device".into(),
+            value: s.into(),
+            problem: "expected cpu, cuda or cuda:N".into(),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct GpuFile {
+    gpu: Vec<GpuEntry>,
+}
+
+#[derive(Deserialize)]
+struct GpuEntry {
+    name: String,
+    aliases: Vec<String>,
+    total_mib: u64,
+    compute_capability: String,
+    bf16: bool,
+    fp16_fast: bool,
+}
+
+fn gpu_table() -> Result<Vec<GpuEntry>, PlanError> {
+    let f: GpuFile = toml::from_str(GPUS_TOML)
+        .map_err(|e| PlanError::DeviceTable { file: "configs/devices/gpus.toml".into(), problem: e.to_string() })?;
+    Ok(f.gpu)
+}
+
+/// Names accepted by `--gpu`.
+pub fn known_gpus() -> Result<Vec<String>, PlanError> {
+    Ok(gpu_table()?.into_iter().map(|g| g.name).collect())
+}
+
+/// Profiles the selected device.
+pub fn device_profile(device: &DeviceSelector) -> Result<DeviceProfile, PlanError> {
+    match device {
+        DeviceSelector::Cpu => cpu_profile(),
+        DeviceSelector::Cuda(index) => cuda_profile(*index),
+        DeviceSelector::Gpu(name) => table_profile(name),
+    }
+}
+
+fn cpu_profile() -> Result<DeviceProfile, PlanError> {
+    let mut sys = sysinfo::System::new();
+    sys.refresh_memory();
+    let total = sys.total_memory();
+    if total == 0 {
+        return Err(PlanError::Device { device: "cpu".into(), problem: "sysinfo reports no memory".into() });
+    }
+    Ok(DeviceProfile {
+        name: format!("CPU ({} logical cores)", std::thread::available_parallelism().map_or(1, |n| n.get())),
+        kind: DeviceKind::Cpu,
+        total_bytes: total,
+        free_bytes: sys.available_memory(),
+        // flex computes bf16/f16 but not faster than f32 (burn-0.21.md §5: 0.18 s vs 0.20 s), so auto stays f32.
+        bf16: false,
+        fp16_fast: false,
+        backend: backend_model(BackendKind::Flex)?,
+        source: "sysinfo (available RAM)".into(),
+    })
+}
+
+fn cuda_profile(index: usize) -> Result<DeviceProfile, PlanError> {
+    let dev_name = format!("cuda:{index}");
+    let err =
+        |e: nvml_wrapper::error::NvmlError| PlanError::Device { device: dev_name.clone(), problem: e.to_string() };
+    let nvml = nvml_wrapper::Nvml::init().map_err(err)?;
+    let idx = u32::try_from(index)
+        .map_err(|_| PlanError::Device { device: dev_name.clone(), problem: "index out of range".into() })?;
+    let d = nvml.device_by_index(idx).map_err(err)?;
+    let mem = d.memory_info().map_err(err)?;
+    let cc = d.cuda_compute_capability().map_err(err)?;
+    Ok(DeviceProfile {
+        name: format!("{} (sm_{}{})", d.name().map_err(err)?, cc.major, cc.minor),
+        kind: DeviceKind::Cuda { index },
+        total_bytes: mem.total,
+        free_bytes: mem.free,
+        bf16: cc.major >= 8,
+        fp16_fast: cc.major >= 7,
+        backend: backend_model(BackendKind::Cuda)?,
+        source: "NVML (free memory)".into(),
+    })
+}
+
+fn table_profile(name: &str) -> Result<DeviceProfile, PlanError> {
+    let table = gpu_table()?;
+    let want = name.trim().to_ascii_lowercase();
+    let Some(g) = table.iter().find(|g| g.name.to_ascii_lowercase() == want || g.aliases.iter().any(|a| *a == want))
+    else {
+        let known = table.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ");
+        return Err(PlanError::UnknownGpu { name: name.into(), known });
+    };
+    let total = g.total_mib << 20;
+    Ok(DeviceProfile {
+        name: format!("{} (sm_{})", g.name, g.compute_capability.replace('.', "")),
+        kind: DeviceKind::Cuda { index: 0 },
+        total_bytes: total,
+        free_bytes: total,
+        bf16: g.bf16,
+        fp16_fast: g.fp16_fast,
+        backend: backend_model(BackendKind::Cuda)?,
+        source: "configs/devices/gpus.toml (a whole idle card)".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_parse() {
+        assert_eq!("cpu".parse::<DeviceSelector>().unwrap(), DeviceSelector::Cpu);
+        assert_eq!("cuda:1".parse::<DeviceSelector>().unwrap(), DeviceSelector::Cuda(1));
+        assert_eq!("CUDA".parse::<DeviceSelector>().unwrap(), DeviceSelector::Cuda(0));
+        assert!("tpu".parse::<DeviceSelector>().unwrap_err().to_string().contains("--device"));
+    }
+
+    #[test]
+    fn gpu_table_has_the_listed_cards_with_bf16_flags() {
+        let h100 = device_profile(&DeviceSelector::Gpu("H100".into())).unwrap();
+        assert!(h100.bf16 && h100.total_bytes > 79 << 30);
+        let t4 = device_profile(&DeviceSelector::Gpu("t4".into())).unwrap();
+        assert!(!t4.bf16 && t4.fp16_fast && t4.backend.pooled);
+        for n in ["v100", "v100-32", "3090", "4090", "a100", "a100-80", "l40s"] {
+            assert!(device_profile(&DeviceSelector::Gpu(n.into())).is_ok(), "{n}");
+        }
+    }
+
+    #[test]
+    fn unknown_gpu_is_named() {
+        let e = device_profile(&DeviceSelector::Gpu("GTX-480".into())).unwrap_err().to_string();
+        assert!(e.contains("GTX-480") && e.contains("H100-80GB"), "{e}");
+    }
+
+    #[test]
+    fn this_cpu_has_memory() {
+        let p = device_profile(&DeviceSelector::Cpu).unwrap();
+        assert!(p.total_bytes > 0 && p.free_bytes <= p.total_bytes);
+        assert_eq!(p.backend.kind, BackendKind::Flex);
+    }
+}

@@ -1,0 +1,122 @@
+//! Inference sizing: how many sliding windows one forward pass can take. No autodiff state is kept, so
+//! each tensor dies after its last reader; the stitched output (C × voxels f32 logits sum plus a voxels f32
+//! weight map) and the input volume stay for the whole volume.
+
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceProfile;
+use crate::error::PlanError;
+use crate::graph::LossKind;
+use crate::plan::Precision;
+use crate::rules::{F32_BYTES, INFERENCE_WINDOW_STEP_FRACTION, SAFETY_MARGIN_FRACTION};
+use crate::settings::OptimizerKind;
+use crate::spec::NetworkSpec;
+use crate::timeline::{SimRequest, simulate_with};
+use crate::units::format_bytes;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferencePlan {
+    /// Windows batched into one forward pass.
+    pub windows_per_pass: usize,
+    /// Windows needed to cover the volume at half-patch steps.
+    pub total_windows: usize,
+    /// Peak device memory at `windows_per_pass`, accumulator and input volume included.
+    pub predicted_peak_bytes: u64,
+    /// The stitched output: class logits sum + weight map, f32.
+    pub output_accumulator_bytes: u64,
+    /// The budget after the safety margin.
+    pub budget_bytes: u64,
+    /// Op at which the forward pass peaks.
+    pub peak_op: String,
+}
+
+/// Windows along one axis: half-patch steps, the last one flush with the end.
+fn windows_along(volume: usize, patch: usize) -> usize {
+    if volume <= patch {
+        return 1;
+    }
+    let step = ((patch as f64 * INFERENCE_WINDOW_STEP_FRACTION).floor() as usize).max(1);
+    (volume - patch).div_ceil(step) + 1
+}
+
+/// Plans sliding-window inference of a `volume_shape` volume with `patch` windows.
+pub fn plan_inference(
+    network: &NetworkSpec,
+    patch: [usize; 3],
+    volume_shape: [usize; 3],
+    precision: Precision,
+    device: &DeviceProfile,
+    budget_bytes: Option<u64>,
+) -> Result<InferencePlan, PlanError> {
+    network.validate()?;
+    network.validate_patch(patch)?;
+    if volume_shape.contains(&0) {
+        return Err(PlanError::InvalidSpec {
+            field: "volume_shape".into(),
+            problem: format!("{volume_shape:?} has an empty axis"),
+        });
+    }
+    let raw = budget_bytes.unwrap_or(device.free_bytes);
+    let usable = (raw as f64 * (1.0 - SAFETY_MARGIN_FRACTION)) as u64;
+    let total_windows: usize = (0..3).map(|a| windows_along(volume_shape[a], patch[a])).product();
+    let voxels: u64 = volume_shape.iter().map(|&v| v as u64).product();
+    let accumulator = (network.num_classes as u64 + 1) * voxels * F32_BYTES;
+    let input_volume = network.in_channels as u64 * voxels * F32_BYTES;
+    let peak = |w: usize| {
+        let t = simulate_with(&SimRequest {
+            network,
+            patch,
+            batch: w,
+            precision,
+            checkpointing: false,
+            optimizer: OptimizerKind::Sgd,
+            accumulation: 1,
+            loss: LossKind::DiceCe,
+            device,
+            training: false,
+        });
+        let fits = t.oversized_allocation_bytes.is_none();
+        (t.peak_bytes + accumulator + input_volume, fits, t.peak_op)
+    };
+    let fits = |w: usize| {
+        let (p, ok, _) = peak(w);
+        ok && p <= usable
+    };
+    if !fits(1) {
+        let (p, _, _) = peak(1);
+        return Err(PlanError::DoesNotFit {
+            budget: format_bytes(usable),
+            patch,
+            how: format!("inference, {precision:?}, output accumulator {}", format_bytes(accumulator)),
+            needed: format_bytes(p),
+            needed_budget: format_bytes((p as f64 / (1.0 - SAFETY_MARGIN_FRACTION)).ceil() as u64),
+        });
+    }
+    let (mut lo, mut hi) = (1usize, total_windows + 1);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) { lo = mid } else { hi = mid }
+    }
+    let (predicted, _, peak_op) = peak(lo);
+    Ok(InferencePlan {
+        windows_per_pass: lo,
+        total_windows,
+        predicted_peak_bytes: predicted,
+        output_accumulator_bytes: accumulator,
+        budget_bytes: usable,
+        peak_op,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_with_half_overlap() {
+        assert_eq!(windows_along(64, 64), 1);
+        assert_eq!(windows_along(40, 64), 1);
+        assert_eq!(windows_along(96, 64), 2);
+        assert_eq!(windows_along(100, 64), 3);
+    }
+}
