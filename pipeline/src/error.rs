@@ -14,4 +14,19 @@ pub enum PipelineError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: bad experiment file: {problem}")]
     Experiment { path: PathBuf, problem: String },
+    /// `--device` could not be parsed or the device does not work.
+    #[error("device {requested}: {problem}")]
+    Device { requested: String, problem: String },
+    /// A checkpoint or exported weight file could not be written or read back.
+    #[error("{path}: checkpoint: {problem}")]
+    Checkpoint { path: PathBuf, problem: String },
+    /// The loss stopped being a finite number; the last good checkpoint is kept.
+    #[error("non-finite loss {loss} at optimizer step {step} (epoch {epoch}, micro-batch {micro_batch}); the last good checkpoint is kept{}", last_checkpoint.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default())]
+    NonFiniteLoss { loss: f64, step: usize, epoch: usize, micro_batch: usize, last_checkpoint: Option<PathBuf> },
+    /// The device ran out of memory and re-planning could not recover.
+    #[error("out of device memory: {problem}")]
+    OutOfMemory { problem: String },
+    /// A training or prediction option is invalid; `field` names it.
+    #[error("invalid {field}: {problem}")]
+    Option { field: String, problem: String },
 }
