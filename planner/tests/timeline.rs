@@ -1,0 +1,134 @@
+//! The liveness timeline on networks small enough to count by hand, and against the steps measured on
+//! this project's machines (docs: measured-here.md, burn-0.21.md §4).
+
+use voxplan_planner::{
+    ActivationKind, BackendKind, BlockKind, DeviceKind, DeviceProfile, LossKind, NetworkSpec, NormKind, OptimizerKind,
+    Precision, SimRequest, StageSpec, device::backend_model, simulate, simulate_with,
+};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn exact_cpu() -> DeviceProfile {
+    let mut backend = backend_model(BackendKind::Flex).unwrap();
+    backend.conv_backward_workspace_factor = 0.0;
+    backend.conv_forward_workspace_factor = 0.0;
+    backend.fixed_overhead_bytes = 0;
+    DeviceProfile {
+        name: "test cpu".into(),
+        kind: DeviceKind::Cpu,
+        total_bytes: 1 << 40,
+        free_bytes: 1 << 40,
+        bf16: false,
+        fp16_fast: false,
+        backend,
+        source: "test".into(),
+    }
+}
+
+fn flex_cpu() -> DeviceProfile {
+    DeviceProfile { backend: backend_model(BackendKind::Flex).unwrap(), ..exact_cpu() }
+}
+
+fn unet(features: &[usize], norm: NormKind, classes: usize) -> NetworkSpec {
+    NetworkSpec {
+        in_channels: 1,
+        num_classes: classes,
+        stages: features
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| StageSpec {
+                features: f,
+                stride: if i == 0 { [1; 3] } else { [2; 3] },
+                kernel: [3; 3],
+                encoder_convs: 2,
+                decoder_convs: 2,
+            })
+            .collect(),
+        block: BlockKind::Plain,
+        norm,
+        activation: ActivationKind::LeakyRelu { negative_slope: 0.01 },
+        deep_supervision: false,
+    }
+}
+
+fn one_conv() -> NetworkSpec {
+    let mut n = unet(&[4], NormKind::Instance, 2);
+    n.stages[0].encoder_convs = 1;
+    n
+}
+
+#[test]
+fn one_conv_network_counts_exact_bytes() {
+    // 8³ patch, batch 1, f32: A(1 ch) = 512 voxels × 4 B = 2048 B.
+    let t = simulate(&one_conv(), [8; 3], 1, Precision::F32, false, OptimizerKind::Sgd, &exact_cpu());
+    // conv 27·1·4 + 4, instance norm 2·4, head 4·2 + 2.
+    assert_eq!(t.param_count, 130);
+    // Kept after forward: input 2048 + labels 2048, norm x−μ and x̂ 2·4·2048, LReLU mask 4·512,
+    // LReLU output (kept by the head conv) 4·2048, loss exp/softmax/one-hot 3·2·2048.
+    assert_eq!(t.forward_retained_bytes, 4096 + 16384 + 2048 + 8192 + 12288);
+    // Peak at the loss backward: the above + params and SGD momentum 2·520 + logits gradient 2·2048 +
+    // 3 logit-sized backward temporaries.
+    assert_eq!(t.peak_op, "loss backward");
+    assert_eq!(t.peak_bytes, 1040 + 43008 + 4096 + 12288);
+    let names: Vec<&str> = t.events.iter().map(|e| e.op.as_str()).collect();
+    assert_eq!(names[..6], ["batch loaded", "enc0.conv0", "enc0.conv0.norm", "enc0.conv0.act", "head", "loss"]);
+    assert_eq!(names.last(), Some(&"optimizer step"));
+}
+
+#[test]
+fn adamw_adds_one_more_state_per_parameter() {
+    let n = one_conv();
+    let sgd = simulate(&n, [8; 3], 1, Precision::F32, false, OptimizerKind::Sgd, &exact_cpu());
+    let adam = simulate(&n, [8; 3], 1, Precision::F32, false, OptimizerKind::Adamw, &exact_cpu());
+    assert_eq!(adam.peak_bytes - sgd.peak_bytes, 130 * 4);
+}
+
+#[test]
+fn batchnorm_keeps_one_more_activation_than_groupnorm() {
+    let gn = simulate(&one_conv(), [8; 3], 1, Precision::F32, false, OptimizerKind::Sgd, &exact_cpu());
+    let mut n = one_conv();
+    n.norm = NormKind::Batch;
+    let bn = simulate(&n, [8; 3], 1, Precision::F32, false, OptimizerKind::Sgd, &exact_cpu());
+    // One more 4-channel activation (8192 B) kept + running stats 2·4 floats.
+    assert_eq!(bn.forward_retained_bytes - gn.forward_retained_bytes, 8192);
+}
+
+fn measured_unet_step(patch: usize, batch: usize, ck: bool, device: &DeviceProfile) -> voxplan_planner::Timeline {
+    let net = unet(&[16, 32, 64, 128], NormKind::Group { groups: 8 }, 3);
+    simulate_with(&SimRequest {
+        network: &net,
+        patch: [patch; 3],
+        batch,
+        precision: Precision::F32,
+        checkpointing: ck,
+        optimizer: OptimizerKind::Adamw,
+        accumulation: 1,
+        loss: LossKind::Mse,
+        device,
+        training: true,
+    })
+}
+
+#[test]
+fn retained_after_forward_matches_the_measured_unet() {
+    // burn-0.21.md §4: [16,32,64,128] GN+LReLU U-Net at 1×1×64³ with MSE keeps 319.7 MiB (no checkpointing)
+    // and 235.3 MiB (balanced) after forward.
+    let no = measured_unet_step(64, 1, false, &exact_cpu()).forward_retained_bytes as f64 / MIB;
+    let ck = measured_unet_step(64, 1, true, &exact_cpu()).forward_retained_bytes as f64 / MIB;
+    println!("retained: {no:.1} MiB / {ck:.1} MiB");
+    assert!((no - 319.7).abs() / 319.7 < 0.02, "{no}");
+    assert!((ck - 235.3).abs() / 235.3 < 0.02, "{ck}");
+}
+
+#[test]
+fn flex_step_peak_tracks_the_measured_heap_peaks() {
+    // measured-here.md: heap growth during a steady-state step (model state already allocated):
+    // 32³ b1 141 MiB, 64³ b1 1125 MiB, 64³ b2 1386 MiB.
+    for (patch, batch, measured) in [(32, 1, 141.0), (64, 1, 1125.0), (64, 2, 1386.0)] {
+        let t = measured_unet_step(patch, batch, false, &flex_cpu());
+        let c = t.peak_components;
+        let step = (t.peak_bytes - c.model_state_bytes - c.fixed_bytes) as f64 / MIB;
+        println!("{patch}³ b{batch}: predicted {step:.1} MiB at {} vs measured {measured}", t.peak_op);
+        assert!((step - measured).abs() / measured < 0.02, "{patch}³ b{batch}: {step:.1} vs {measured}");
+    }
+}
