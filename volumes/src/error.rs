@@ -21,6 +21,12 @@ pub enum VolumeError {
     /// A valid NIfTI file that training cannot use (complex, RGB, more than 4 non-trivial dimensions, …).
     #[error("{path}: unsupported for training: {problem}")]
     Unsupported { path: PathBuf, problem: String },
+    /// A file read as a label map holds values that are not class indices (fractional, negative, > 65535).
+    #[error("{path}: not a label map: {problem}")]
+    NotLabels { path: PathBuf, problem: String },
+    /// Values cannot be stored in the requested NIfTI datatype without loss.
+    #[error("{path}: cannot write as {datatype}: {problem}")]
+    Unrepresentable { path: PathBuf, datatype: String, problem: String },
     /// Files that must share a voxel grid (the channels and label of one case) do not.
     #[error("{path}: does not match {reference}: {problem}")]
     Mismatch { path: PathBuf, reference: PathBuf, problem: String },

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod error;
+pub mod nifti;
 pub mod volume;
 
 pub use config::{AugmentConfig, DataConfig, DataSource, LoaderConfig, Modality};
