@@ -80,7 +80,7 @@ pub fn convert_tail_in_place(mut buf: Vec<f32>, n: usize, layout: Layout) -> Vec
                 run::<8>(bytes, start, n, layout, |b| i64::from_ne_bytes(b) as f64, |b| i64::from_ne_bytes(b) as f32)
             }
             DataType::F32 => {
-                run::<4>(bytes, start, n, layout, |b| f64::from(f32::from_ne_bytes(b)), |b| f32::from_ne_bytes(b))
+                run::<4>(bytes, start, n, layout, |b| f64::from(f32::from_ne_bytes(b)), f32::from_ne_bytes)
             }
             DataType::F64 => run::<8>(bytes, start, n, layout, f64::from_ne_bytes, |b| f64::from_ne_bytes(b) as f32),
         }

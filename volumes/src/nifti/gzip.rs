@@ -29,11 +29,12 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
 /// header without decoding the voxels.
 pub fn inflate_prefix(path: &Path, compressed: impl Read, n: usize) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(n);
-    flate2::read::MultiGzDecoder::new(std::io::BufReader::new(compressed))
-        .take(n as u64)
-        .read_to_end(&mut out)
-        .map_err(|e| corrupt(path, e.to_string()))?;
-    Ok(out)
+    match flate2::read::MultiGzDecoder::new(std::io::BufReader::new(compressed)).take(n as u64).read_to_end(&mut out) {
+        // A stream that ends early keeps what it produced: the header parser then reports how short it is.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(out),
+        Err(e) => Err(corrupt(path, e.to_string())),
+        Ok(_) => Ok(out),
+    }
 }
 
 /// Inflates the first `out.len()` bytes of the stream into `out`, over as many members as needed.
@@ -64,12 +65,34 @@ pub fn inflate_exact(path: &Path, compressed: &[u8], out: &mut [u8]) -> Result<(
                     .map_err(|e| corrupt(path, e.to_string()))?;
                 out_pos = out.len();
             }
-            Err(MemberError::BadData) => {
-                return Err(corrupt(path, format!("invalid deflate data or checksum in the member at byte {in_pos}")));
-            }
+            Err(MemberError::BadData) => return Err(explain_bad_member(path, rest, in_pos, out_pos, out.len())),
         }
     }
     Ok(())
+}
+
+/// libdeflate says only "bad data"; a streaming decode of the member tells a stream that simply stops
+/// (a truncated download: [`VolumeError::Truncated`]) from one that is damaged.
+fn explain_bad_member(path: &Path, member: &[u8], in_pos: usize, out_pos: usize, wanted: usize) -> VolumeError {
+    let mut decoder = flate2::read::GzDecoder::new(member);
+    let mut scratch = vec![0u8; 1 << 16];
+    let mut decoded = 0usize;
+    loop {
+        match decoder.read(&mut scratch) {
+            Ok(0) => break,
+            Ok(k) => decoded += k,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return VolumeError::Truncated {
+                    path: path.to_path_buf(),
+                    offset: 0,
+                    expected: wanted as u64,
+                    available: (out_pos + decoded).min(wanted) as u64,
+                };
+            }
+            Err(_) => break,
+        }
+    }
+    corrupt(path, format!("invalid deflate data or checksum in the gzip member at byte {in_pos}"))
 }
 
 fn corrupt(path: &Path, problem: String) -> VolumeError {
