@@ -96,8 +96,9 @@ fn solve(a: &[[f64; 3]; 3], b: &[f64; 3], active: &[usize]) -> Option<[f64; 3]> 
         for r in 0..k {
             if r != col {
                 let f = m[r][col] / m[col][col];
-                for c in col..=k {
-                    m[r][c] -= f * m[col][c];
+                let pivot_row = m[col].clone();
+                for (dst, src) in m[r].iter_mut().zip(&pivot_row).skip(col) {
+                    *dst -= f * src;
                 }
             }
         }

@@ -205,8 +205,7 @@ fn cuda_profile(index: usize) -> Result<DeviceProfile, PlanError> {
 fn table_profile(name: &str) -> Result<DeviceProfile, PlanError> {
     let table = gpu_table()?;
     let want = name.trim().to_ascii_lowercase();
-    let Some(g) = table.iter().find(|g| g.name.to_ascii_lowercase() == want || g.aliases.iter().any(|a| *a == want))
-    else {
+    let Some(g) = table.iter().find(|g| g.name.to_ascii_lowercase() == want || g.aliases.contains(&want)) else {
         let known = table.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ");
         return Err(PlanError::UnknownGpu { name: name.into(), known });
     };

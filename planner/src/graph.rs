@@ -190,7 +190,7 @@ impl Builder<'_> {
             let tracked = self.is_tracked(x);
             input = self.output(cast, n * cin as u64 * vin * cb, Role::Activation, tracked);
         }
-        let op = self.op(format!("{name}"), layer, vec![input]);
+        let op = self.op(name.to_string(), layer, vec![input]);
         let weights = kvol * cin as u64 * cout as u64;
         self.add_params(op, weights + cout as u64, weights);
         let y = self.output(op, n * cout as u64 * vout * cb, Role::Activation, true);

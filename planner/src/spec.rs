@@ -118,8 +118,8 @@ impl NetworkSpec {
     pub fn cumulative_stride(&self, s: usize) -> [usize; 3] {
         let mut f = [1usize; 3];
         for st in &self.stages[..=s] {
-            for a in 0..3 {
-                f[a] *= st.stride[a];
+            for (fa, sa) in f.iter_mut().zip(st.stride) {
+                *fa *= sa;
             }
         }
         f
@@ -184,7 +184,7 @@ impl NetworkSpec {
     pub fn validate_patch(&self, patch: [usize; 3]) -> Result<(), PlanError> {
         let total = self.total_stride();
         for a in 0..3 {
-            if patch[a] == 0 || patch[a] % total[a] != 0 {
+            if patch[a] == 0 || !patch[a].is_multiple_of(total[a]) {
                 return Err(PlanError::InvalidSpec {
                     field: "patch_size".into(),
                     problem: format!(
