@@ -42,6 +42,13 @@ pub(crate) struct AllocatorSim {
     reserved: u64,
 }
 
+impl Slot {
+    /// Bytes taken after padding.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
 impl AllocatorSim {
     /// The system allocator: every byte requested is a byte used.
     pub fn system(alignment: u64) -> Self {

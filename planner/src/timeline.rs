@@ -170,7 +170,7 @@ impl Walker {
         }
         match self.alloc.alloc(bytes) {
             Ok(slot) => {
-                *self.counter(b) += bytes;
+                *self.counter(b) += slot.size();
                 Some((slot, b))
             }
             Err(size) => {
@@ -180,9 +180,9 @@ impl Walker {
         }
     }
 
-    fn free(&mut self, h: Option<(Slot, Bucket)>, bytes: u64) {
+    fn free(&mut self, h: Option<(Slot, Bucket)>) {
         if let Some((slot, b)) = h {
-            *self.counter(b) -= bytes;
+            *self.counter(b) -= slot.size();
             self.alloc.free(slot);
         }
     }
@@ -328,11 +328,11 @@ fn walk(g: &Graph, req: &SimRequest) -> Timeline {
         if device_bytes > best.0 {
             best = (device_bytes, events.len() - 1, w.snapshot());
         }
-        w.free(hw, work);
-        w.free(ht, temp);
+        w.free(hw);
+        w.free(ht);
         for &id in &frees_at[t] {
             let h = slots[id].take();
-            w.free(h, bytes_of(id));
+            w.free(h);
         }
         if t == n {
             forward_retained = w.comps.activation_bytes + w.comps.batch_bytes;

@@ -132,3 +132,42 @@ fn flex_step_peak_tracks_the_measured_heap_peaks() {
         assert!((step - measured).abs() / measured < 0.02, "{patch}³ b{batch}: {step:.1} vs {measured}");
     }
 }
+
+#[test]
+fn mixed_precision_keeps_half_copies_of_conv_inputs_and_weights() {
+    let t = simulate(&one_conv(), [8; 3], 1, Precision::Bf16Mixed, false, OptimizerKind::Sgd, &exact_cpu());
+    // batch 4096; bf16 copy of the input 512·2 and of the conv weights (27·4 + 4)·2; norm 16384 and mask
+    // 2048 in f32; the head reads a bf16 copy 4·512·2 (the f32 activation dies after the cast) plus its
+    // weights (8 + 2)·2; the loss state stays f32 (3·2·2048).
+    assert_eq!(t.forward_retained_bytes, 4096 + 1024 + 224 + 16384 + 2048 + 4096 + 20 + 12288);
+}
+
+#[test]
+fn balanced_checkpointing_keeps_conv_outputs_instead_of_norm_intermediates() {
+    let t = simulate(&one_conv(), [8; 3], 1, Precision::F32, true, OptimizerKind::Sgd, &exact_cpu());
+    // batch 4096, conv output 8192 (kept for the norm's recomputation), mask 2048, head input 8192,
+    // loss logits + one-hot 2·2·2048.
+    assert_eq!(t.forward_retained_bytes, 4096 + 8192 + 2048 + 8192 + 8192);
+}
+
+#[test]
+fn cuda_pool_reserves_pages_above_what_is_in_use() {
+    let mut dev = exact_cpu();
+    dev.backend = backend_model(BackendKind::Cuda).unwrap();
+    dev.total_bytes = 16 << 30;
+    let net = unet(&[16, 32, 64, 128], NormKind::Group { groups: 8 }, 3);
+    let t = simulate(&net, [64; 3], 1, Precision::F32, false, OptimizerKind::Sgd, &dev);
+    let c = t.peak_components;
+    assert!(c.allocator_slack_bytes > 0);
+    assert_eq!(c.fixed_bytes, dev.backend.fixed_overhead_bytes);
+    assert_eq!(c.workspace_bytes, 0, "implicit-GEMM convs need no im2col buffer");
+    let sum = c.model_state_bytes
+        + c.batch_bytes
+        + c.activation_bytes
+        + c.temporary_bytes
+        + c.workspace_bytes
+        + c.allocator_slack_bytes
+        + c.fixed_bytes;
+    assert_eq!(sum, t.peak_bytes);
+    assert!(t.events.iter().all(|e| e.device_bytes >= e.in_use_bytes));
+}
