@@ -10,18 +10,22 @@ pub use error::{Result, VolumeError};
 pub use volume::{Affine, IDENTITY_AFFINE, Labels, Volume};
 
 pub mod augment;
+pub mod bench_loader;
 pub mod case_view;
 pub mod crop;
+pub mod dataset;
 pub mod fingerprint;
 pub mod grid;
 pub mod loader;
 pub mod phantom;
+pub mod phantom_msd;
 pub mod preprocess;
 pub mod resample;
 pub mod sampler;
 pub mod seed;
 pub mod source;
 pub mod split;
+pub mod streamed;
 
 pub use fingerprint::{Fingerprint, IntensityStats, fingerprint};
 pub use grid::{Aggregator, Blend, GridSampler, patch_origins};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::case_view::{CaseView, InMemoryCase, NormalizedView};
 use crate::config::{DataConfig, DataSource, Modality};
+use crate::dataset::{Dataset, DatasetSource};
 use crate::error::{Result, VolumeError};
 use crate::fingerprint::fingerprint;
 use crate::phantom::{PhantomSpec, generate};
@@ -115,11 +116,9 @@ pub fn open_raw_source(cfg: &DataConfig) -> Result<Arc<dyn CaseSource>> {
             };
             Arc::new(PhantomSource { spec, cases: *cases })
         }
-        DataSource::Msd { .. } | DataSource::Folder { .. } => {
-            return Err(VolumeError::Config {
-                field: "data.source".into(),
-                problem: "on-disk datasets need the NIfTI reader, which is not merged yet".into(),
-            });
+        DataSource::Msd { root } => Arc::new(DatasetSource::new(Dataset::open_msd(root)?)?),
+        DataSource::Folder { images, labels, image_pattern, label_pattern } => {
+            Arc::new(DatasetSource::new(Dataset::open_folder(images, labels, image_pattern, label_pattern)?)?)
         }
     })
 }

@@ -1,0 +1,124 @@
+//! The patch-loader benchmark behind `voxplan bench loader`: BraTS-sized phantom cases written as real
+//! `.nii.gz` files (4 × int16 240×240×155 + uint8 label), then patches pulled through the loader's queues
+//! as fast as they come, with the process's peak resident memory.
+//!
+//! Peak RSS is the kernel's `VmHWM`; it is reset (`/proc/self/clear_refs` ← 5) after the data are written
+//! and between runs, so each figure is the loader's own peak plus the process baseline.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{AugmentConfig, DataConfig, DataSource, LoaderConfig, Modality};
+use crate::error::Result;
+use crate::loader::PatchLoader;
+use crate::phantom::PhantomSpec;
+use crate::phantom_msd::write_msd;
+use crate::source::{CaseSource, open_source};
+
+/// BraTS (MSD Task01) geometry: 240×240×155 at 1 mm, four MRI contrasts.
+pub const BRATS_SHAPE: [usize; 3] = [240, 240, 155];
+pub const BRATS_CHANNELS: usize = 4;
+
+/// Writes `cases` BraTS-sized phantom cases under `dir` in the MSD layout.
+pub fn write_brats_like(dir: &Path, cases: usize, seed: u64) -> Result<()> {
+    let spec = PhantomSpec { shape: BRATS_SHAPE, spacing: [1.0; 3], structures: 3, channels: BRATS_CHANNELS, seed };
+    write_msd(dir, &spec, cases, ".nii.gz").map(|_| ())
+}
+
+/// The per-z-score MRI source over an MSD folder, as training would open it.
+pub fn open_msd_source(dir: &Path) -> Result<Arc<dyn CaseSource>> {
+    open_source(&DataConfig {
+        source: DataSource::Msd { root: dir.to_path_buf() },
+        modality: Modality::Mri,
+        target_spacing: None,
+        validation_fraction: 0.0,
+        folds: None,
+        fold: 0,
+        split_seed: 0,
+    })
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoaderBenchResult {
+    pub workers: usize,
+    pub patches: usize,
+    pub elapsed: Duration,
+    /// Time the consumer blocked on the queues.
+    pub waited: Duration,
+    pub memory_bound_bytes: u64,
+    /// `VmHWM` after the run, when `/proc` is available.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl LoaderBenchResult {
+    pub fn patches_per_second(&self) -> f64 {
+        self.patches as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
+/// Pulls `batches × batch_size` patches of `patch_size` through a loader over all cases of `source`.
+pub fn run_loader_bench(
+    source: Arc<dyn CaseSource>,
+    loader: &LoaderConfig,
+    patch_size: [usize; 3],
+    batch_size: usize,
+    batches: usize,
+) -> Result<LoaderBenchResult> {
+    reset_peak_rss();
+    let cases: Vec<usize> = (0..source.len()).collect();
+    let start = Instant::now();
+    let mut l =
+        PatchLoader::start(source, cases, loader, &AugmentConfig::default(), patch_size, batch_size, batches, 0, 0)?;
+    let mut patches = 0;
+    while let Some(batch) = l.next_batch() {
+        patches += batch?.batch_size;
+    }
+    let elapsed = start.elapsed();
+    Ok(LoaderBenchResult {
+        workers: loader.workers,
+        patches,
+        elapsed,
+        waited: l.waited(),
+        memory_bound_bytes: l.memory_bound_bytes(),
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+/// Resets the kernel's peak-RSS counter for this process (Linux ≥ 4.0); silently does nothing elsewhere.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// `VmHWM` of this process in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_vm_hwm(&status)
+}
+
+/// Parses the `VmHWM:   123456 kB` line.
+fn parse_vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_hwm_is_parsed_in_bytes() {
+        let status = "Name:\tx\nVmPeak:\t  999 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 10 kB\n";
+        assert_eq!(parse_vm_hwm(status), Some(2 * 1024 * 1024));
+        assert_eq!(parse_vm_hwm("nothing"), None);
+    }
+
+    #[test]
+    fn this_process_reports_a_peak() {
+        if Path::new("/proc/self/status").exists() {
+            assert!(peak_rss_bytes().is_some_and(|b| b > 0));
+        }
+    }
+}
