@@ -10,6 +10,7 @@ pub use error::{Result, VolumeError};
 pub use volume::{Affine, IDENTITY_AFFINE, Labels, Volume};
 
 pub mod augment;
+pub mod bench_decode;
 pub mod bench_loader;
 pub mod case_view;
 pub mod crop;

@@ -7,6 +7,7 @@
 //! in-place decoding) is here. See `docs/nifti.md` for the behaviour and its verification against nibabel.
 
 mod affine;
+mod buffer;
 mod convert;
 mod datatype;
 mod encode;

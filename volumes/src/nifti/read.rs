@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use super::buffer::zeroed_f32;
 use super::convert::{Layout, buffer_floats, convert_tail_in_place};
 use super::files::{pair_images, resolve};
 use super::gzip::{MAX_DEFLATE_RATIO, inflate_exact, inflate_prefix, is_gzip};
@@ -170,7 +171,7 @@ fn alloc_floats(path: &Path, n: usize, header: &Header, lead: usize) -> Result<V
         path: path.to_path_buf(),
         problem: "voxel data size overflows".into(),
     })?;
-    Ok(vec![0f32; floats])
+    Ok(zeroed_f32(floats))
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.

@@ -1,0 +1,50 @@
+//! Zeroed `f32` buffers backed by transparent huge pages where the kernel allows it.
+//!
+//! Decoding writes every byte of a fresh, large buffer once. With 4 KiB pages the kernel takes one fault
+//! per page: measured here, faulting in the 36 MB `f32` buffer of one BraTS channel took ~40 ms, almost as
+//! long as inflating it. Asking for huge pages (`MADV_HUGEPAGE`; this machine's THP mode is `madvise`)
+//! brought that to ~2.5 ms. The hint is advisory: if it fails, the buffer is simply faulted 4 KiB at a time.
+
+/// Below this, a buffer spans few huge pages and the system call is not worth it.
+const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
+/// x86-64 / aarch64 transparent huge page size.
+#[cfg(target_os = "linux")]
+const HUGE_PAGE: usize = 2 << 20;
+
+/// `n` zeros, with huge pages advised for the interior of a large allocation before it is touched.
+pub fn zeroed_f32(n: usize) -> Vec<f32> {
+    let mut v = vec![0f32; n];
+    if n * 4 >= HUGE_PAGE_MIN_BYTES {
+        advise_huge_pages(&mut v);
+    }
+    v
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(v: &mut [f32]) {
+    let begin = v.as_mut_ptr() as usize;
+    let end = begin + std::mem::size_of_val(v);
+    let start = begin.next_multiple_of(HUGE_PAGE);
+    let stop = end & !(HUGE_PAGE - 1);
+    if stop > start {
+        // SAFETY: [start, stop) lies inside the live allocation owned by `v`; MADV_HUGEPAGE changes only how
+        // future faults are served, never the contents, and an error return is harmless (ignored).
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, stop - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages(_: &mut [f32]) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_and_small_buffers_are_zeroed() {
+        assert!(zeroed_f32(3 << 20).iter().all(|&x| x == 0.0));
+        assert_eq!(zeroed_f32(5).len(), 5);
+    }
+}
