@@ -165,6 +165,19 @@ mod tests {
     }
 
     #[test]
+    fn msd_prostate_matches_nnunets_published_plan() {
+        // MSD Task05 Prostate: median shape (z, y, x) 20×320×319 at 3.6×0.625×0.625 mm. nnU-Net v2 plans
+        // 3d_fullres patch (z, y, x) 20×320×256, pooling [1,2,2],[1,2,2],[2,2,2],[2,2,2],[1,2,2],[1,2,2]
+        // and kernels [1,3,3] ×2 then [3,3,3]. In voxplan's (x, y, z) order:
+        let (net, patch) = auto_configure([319, 320, 20], [0.625, 0.625, 3.6], 2, 3);
+        assert_eq!(patch, [256, 320, 20]);
+        let strides: Vec<[usize; 3]> = net.stages.iter().skip(1).map(|s| s.stride).collect();
+        assert_eq!(strides, [[2, 2, 1], [2, 2, 1], [2, 2, 2], [2, 2, 2], [2, 2, 1], [2, 2, 1]]);
+        let kernels: Vec<[usize; 3]> = net.stages.iter().map(|s| s.kernel).collect();
+        assert_eq!(kernels[..3], [[3, 3, 1], [3, 3, 1], [3, 3, 3]]);
+    }
+
+    #[test]
     fn anisotropic_prostate_keeps_z_unpooled_and_2d_kernels_first() {
         // 0.6×0.6×3.6 mm: z is 6× coarser, so early stages pool only x, y with kernel 1 along z.
         let (net, patch) = auto_configure([320, 320, 20], [0.6, 0.6, 3.6], 2, 3);
