@@ -14,10 +14,37 @@ use crate::error::PipelineError;
 /// The default experiment's TOML text.
 pub const DEFAULT_EXPERIMENT_TOML: &str = include_str!("../../configs/default.toml");
 
-/// The `[train]` section.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// The `[train]` section: how long to train and how often to validate. Everything sized by memory (patch,
+/// batch, accumulation, precision, learning rate) comes from the plan, not from here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct TrainConfig {}
+pub struct TrainConfig {
+    /// Epochs to train.
+    pub epochs: usize,
+    /// Optimizer steps per epoch (nnU-Net: 250); each takes `accumulation_steps` micro-batches.
+    pub steps_per_epoch: usize,
+    /// Validate on whole volumes every this many epochs (and always after the last epoch).
+    pub validate_every: usize,
+    /// Weight decay: L2 for SGD, decoupled for AdamW (nnU-Net: 3e-5).
+    pub weight_decay: f64,
+    /// Validate on at most this many validation cases (all when unset): whole-volume inference is slow on CPU.
+    pub max_validation_cases: Option<usize>,
+    /// Warn (log and metrics event) when a step's measured peak exceeds the planned peak times this factor.
+    pub memory_warning_factor: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            steps_per_epoch: 50,
+            validate_every: 1,
+            weight_decay: 3e-5,
+            max_validation_cases: None,
+            memory_warning_factor: 1.0,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

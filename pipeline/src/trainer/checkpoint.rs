@@ -13,10 +13,9 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::{AutodiffModule, Module};
-use burn::optim::Optimizer;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::module::Module;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use voxplan_planner::TrainingPlan;
 
@@ -81,11 +80,17 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> PipelineError {
 }
 
 /// Writes model, optimizer and state into `run_dir`'s `slot`, atomically; returns the slot's directory.
-pub fn save<B, M, O>(run_dir: &Path, slot: Slot, model: &M, optimizer: &O, state: &TrainState) -> Result<PathBuf, PipelineError>
+/// `save_optimizer` writes the optimizer's state to the path it is given (see [`optimizer_path`]).
+pub fn save<B, M>(
+    run_dir: &Path,
+    slot: Slot,
+    model: &M,
+    save_optimizer: impl FnOnce(&Path) -> Result<(), PipelineError>,
+    state: &TrainState,
+) -> Result<PathBuf, PipelineError>
 where
-    B: AutodiffBackend,
-    M: AutodiffModule<B>,
-    O: Optimizer<M, B>,
+    B: Backend,
+    M: Module<B>,
 {
     let final_dir = slot_dir(run_dir, slot);
     let parent = final_dir.parent().unwrap_or(run_dir).to_path_buf();
@@ -98,8 +103,7 @@ where
 
     let recorder = CheckpointRecorder::new();
     model.clone().save_file(tmp.join(MODEL_FILE), &recorder).map_err(|e| io_err(&tmp.join(MODEL_FILE), e))?;
-    Recorder::<B>::record(&recorder, optimizer.to_record(), tmp.join(OPTIMIZER_FILE))
-        .map_err(|e| io_err(&tmp.join(OPTIMIZER_FILE), e))?;
+    save_optimizer(&optimizer_path(&tmp))?;
     let json = serde_json::to_vec_pretty(state).map_err(|e| io_err(&tmp.join(STATE_FILE), e))?;
     write_synced(&tmp.join(STATE_FILE), &json)?;
 
@@ -174,16 +178,9 @@ pub fn load_model<B: Backend, M: Module<B>>(model: M, dir: &Path, device: &B::De
     model.load_file(&path, &CheckpointRecorder::new(), device).map_err(|e| io_err(&path, e))
 }
 
-/// Loads the optimizer state of a checkpoint into `optimizer`.
-pub fn load_optimizer<B, M, O>(optimizer: O, dir: &Path, device: &B::Device) -> Result<O, PipelineError>
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B>,
-    O: Optimizer<M, B>,
-{
-    let path = dir.join(OPTIMIZER_FILE);
-    let record = Recorder::<B>::load(&CheckpointRecorder::new(), path.clone(), device).map_err(|e| io_err(&path, e))?;
-    Ok(optimizer.load_record(record))
+/// Where a checkpoint keeps the optimizer state (the recorder appends `.mpk`).
+pub fn optimizer_path(dir: &Path) -> PathBuf {
+    dir.join(OPTIMIZER_FILE)
 }
 
 /// Exports a model's weights as safetensors (module paths as names, f32 little-endian), with the plan as
