@@ -48,6 +48,7 @@ def generated_cases(d):
     img.header.set_slope_inter(0.25, -7.0)
     save(img, "scaled_int16.nii.gz")
     be = nib.Nifti1Image(a, np.diag([1.0, 1.0, 2.5, 1.0]), header=nib.Nifti1Header(endianness=">"))
+    be.set_data_dtype(np.int16)
     be.header.set_slope_inter(2.0, 1.0)
     save(be, "bigendian_scaled.nii")
     f = rng.normal(size=(9, 8, 7)).astype(np.float64)
@@ -62,13 +63,13 @@ def generated_cases(d):
     q.header.set_sform(None, code=0)
     save(q, "qform_only_qfac-1.nii")
     # sform and qform disagree: sform must win
-    sq = nib.Nifti1Image(rng.integers(-100, 100, (5, 6, 7)).astype(np.int8), np.diag([-1.0, -1.0, 1.0, 1.0]))
+    sq = nib.Nifti1Image(rng.integers(-100, 100, (5, 6, 7)).astype(np.int8), None)
     sq.header.set_qform(np.diag([3.0, 3.0, 3.0, 1.0]), code=1)
     sq.header.set_sform(np.array([[0, 0, 2.0, 1], [-1.0, 0, 0, 2], [0, 1.5, 0, 3], [0, 0, 0, 1]]), code=2)
     save(sq, "sform_beats_qform.nii.gz")
     save(nib.Nifti1Image(rng.integers(0, 60000, (8, 9, 10, 3)).astype(np.uint16), np.eye(4)), "four_d_uint16.nii.gz")
     save(nib.Nifti1Image(rng.normal(size=(6, 5, 4, 1)).astype(np.float32), np.eye(4)), "trailing_unit_dim.nii")
-    save(nib.Nifti2Image(rng.integers(-5, 5, (7, 6, 5)).astype(np.int64), np.diag([0.5, 0.5, 0.5, 1])), "nifti2_int64.nii")
+    save(nib.Nifti2Image(rng.integers(-5, 5, (7, 6, 5)), np.diag([0.5, 0.5, 0.5, 1]), dtype=np.int64), "nifti2_int64.nii")
     save(nib.Nifti2Image(rng.integers(0, 9, (7, 6, 5)).astype(np.uint32), np.eye(4)), "nifti2_uint32.nii.gz")
     save(nib.Nifti1Pair(rng.normal(size=(5, 5, 5)).astype(np.float32), np.diag([2, 2, 2, 1])), "pair.hdr")
     save(nib.Nifti1Pair(rng.integers(0, 99, (5, 4, 3)).astype(np.int32), np.eye(4)), "pair_gz.hdr.gz")
@@ -147,7 +148,8 @@ def check(voxplan, path):
         problems.append(f"sum {v['sum']} != {facts['sum']}")
     if v["nan_count"] != facts["nan_count"]:
         problems.append(f"nan_count {v['nan_count']} != {facts['nan_count']}")
-    return ("fail", "; ".join(problems)) if problems else ("ok", f"{v['datatype']} {v['shape']} {v['orientation']}")
+    detail = f"{v['datatype']} {v['endianness']}-endian NIfTI-{v['nifti_version']} {v['shape']} {v['orientation']}"
+    return ("fail", "; ".join(problems)) if problems else ("ok", detail)
 
 
 def main():

@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// Print a NIfTI file's header summary and voxel statistics.
     Inspect(cmd::inspect::Args),
+    /// Measure voxplan's data path (`bench decode`: NIfTI reading against libdeflate and nibabel).
+    Bench(cmd::bench::Args),
     /// Write a synthetic phantom dataset in the Medical Segmentation Decathlon layout.
     Phantoms(cmd::phantoms::Args),
 }
@@ -30,6 +32,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
         Command::Phantoms(a) => cmd::phantoms::run(a),
     };
     match result {

@@ -1,4 +1,5 @@
 //! One file per subcommand: its clap arguments and a `run` that calls the libraries.
 
+pub mod bench;
 pub mod inspect;
 pub mod phantoms;
