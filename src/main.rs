@@ -19,6 +19,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Write a synthetic phantom dataset in the Medical Segmentation Decathlon layout.
     Phantoms(cmd::phantoms::Args),
+    /// Plan batch, accumulation, precision, norm, checkpointing and patch for a device's memory.
+    Plan(cmd::plan::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +36,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Phantoms(a) => cmd::phantoms::run(a),
+        Command::Plan(a) => cmd::plan::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,70 @@
+//! End-to-end `voxplan plan`: the default experiment on this CPU, every output format, a GPU from the
+//! table, and bad input failing with a message that names the field.
+
+use std::process::Command;
+
+fn voxplan(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_voxplan")).args(args).output().expect("run voxplan");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write_config(dir: &tempfile::TempDir, from: &str, to: &str) -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/default.toml")).unwrap();
+    assert!(text.contains(from), "default.toml no longer contains {from:?}");
+    let path = dir.path().join("exp.toml");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn no_arguments_plans_the_default_experiment_on_this_cpu() {
+    let (ok, out, err) = voxplan(&["plan"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Decisions") && out.contains("because") && out.contains("Memory versus batch"), "{out}");
+    // The default asks for BatchNorm at a small batch: the planner swaps it and says why.
+    assert!(out.contains("group(8) instead of batch"), "{out}");
+}
+
+#[test]
+fn json_report_parses_and_fits_the_budget() {
+    let (ok, out, err) = voxplan(&["plan", "--gpu", "T4", "--format", "json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["training"]["precision"], "f16_mixed");
+    assert!(v["training"]["predicted_peak_bytes"].as_u64().unwrap() <= v["budget"]["usable_bytes"].as_u64().unwrap());
+    for f in ["markdown", "html"] {
+        let (ok, out, err) = voxplan(&["plan", "--gpu", "H100", "--format", f]);
+        assert!(ok && !out.is_empty(), "{f}: {err}");
+    }
+    let (ok, out, err) = voxplan(&["plan", "--gpu", "a100", "--mode", "inference", "--volume-shape", "200,200,120"]);
+    assert!(ok && out.contains("windows"), "{err}");
+}
+
+#[test]
+fn bad_input_fails_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (vec!["plan", "--gpu", "GTX-480"], "GTX-480"),
+        (vec!["plan", "--budget", "lots"], "--budget"),
+        (vec!["plan", "--budget", "1MiB"], "a budget of at least"),
+    ];
+    for (args, needle) in cases {
+        let (ok, _, err) = voxplan(&args);
+        assert!(!ok && err.contains(needle), "{args:?}: {err}");
+    }
+    let files = [
+        ("patch_size = [32, 32, 32]", "patch_size = [32, 30, 32]", "patch_size"),
+        ("in_channels = 1", "in_channels = 0", "network.in_channels"),
+        ("norm = { kind = \"batch\" }", "norm = { kind = \"group\", groups = 3 }", "network.norm.groups"),
+        ("features = 8,", "features = 0,", "features"),
+    ];
+    for (from, to, needle) in files {
+        let cfg = write_config(&dir, from, to);
+        let (ok, _, err) = voxplan(&["plan", "--config", &cfg]);
+        assert!(!ok && err.contains(needle), "{to}: {err}");
+    }
+}
