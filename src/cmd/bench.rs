@@ -17,6 +17,8 @@ pub struct Args {
 enum What {
     /// NIfTI decode speed: read_volume (file → scaled f32) against libdeflate inflating the same bytes.
     Decode(DecodeArgs),
+    /// Patch loader throughput: 128³ patches/s through the queues from BraTS-sized .nii.gz cases, peak RSS.
+    Loader(crate::cmd::bench_loader::Args),
 }
 
 #[derive(clap::Args)]
@@ -37,6 +39,7 @@ struct DecodeArgs {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Decode(a) => decode(a),
+        What::Loader(a) => crate::cmd::bench_loader::run(a),
     }
 }
 

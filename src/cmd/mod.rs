@@ -1,6 +1,7 @@
 //! One file per subcommand: its clap arguments and a `run` that calls the libraries.
 
 pub mod bench;
+pub mod bench_loader;
 pub mod inspect;
 pub mod phantoms;
 pub mod plan;

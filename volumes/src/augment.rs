@@ -78,22 +78,22 @@ pub fn augment(image: &mut [f32], labels: &mut Vec<u16>, size: [usize; 3], cfg: 
     if size[0] == size[1] && rng.random_bool(cfg.rot90_probability.clamp(0.0, 1.0)) {
         g.quarter_turns = rng.random_range(1..=3);
     }
-    if !g.is_identity() {
+    let draw = |rng: &mut dyn rand::RngCore, [lo, hi]: [f64; 2]| if hi > lo { rng.random_range(lo..hi) } else { lo };
+    let scale = draw(rng, cfg.intensity_scale) as f32;
+    let shift = draw(rng, cfg.intensity_shift) as f32;
+    if g.is_identity() {
+        image.iter_mut().for_each(|v| *v = *v * scale + shift);
+    } else {
+        // The intensity transform rides on the copy back from the scratch channel: one pass, not two.
         let n = voxel_count(size);
         let mut scratch = Vec::with_capacity(n);
         for channel in image.chunks_mut(n) {
             g.apply_into(channel, size, &mut scratch);
-            channel.copy_from_slice(&scratch);
+            channel.iter_mut().zip(&scratch).for_each(|(v, &s)| *v = s * scale + shift);
         }
         let mut moved = Vec::with_capacity(n);
         g.apply_into(labels, size, &mut moved);
         *labels = moved;
-    }
-    let draw = |rng: &mut dyn rand::RngCore, [lo, hi]: [f64; 2]| if hi > lo { rng.random_range(lo..hi) } else { lo };
-    let scale = draw(rng, cfg.intensity_scale) as f32;
-    let shift = draw(rng, cfg.intensity_shift) as f32;
-    for v in image.iter_mut() {
-        *v = *v * scale + shift;
     }
     if rng.random_bool(cfg.noise_probability.clamp(0.0, 1.0)) {
         let std = draw(rng, cfg.noise_std);

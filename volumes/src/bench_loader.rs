@@ -50,11 +50,19 @@ pub struct LoaderBenchResult {
     pub memory_bound_bytes: u64,
     /// `VmHWM` after the run, when `/proc` is available.
     pub peak_rss_bytes: Option<u64>,
+    /// User + system CPU time the process spent during the run (all threads), when `/proc` is available.
+    pub cpu: Option<Duration>,
 }
 
 impl LoaderBenchResult {
     pub fn patches_per_second(&self) -> f64 {
         self.patches as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// Patches per second of CPU time: what one fully available core sustains. On a shared machine this is
+    /// the honest figure; wall-clock rate depends on what else runs.
+    pub fn patches_per_cpu_second(&self) -> Option<f64> {
+        self.cpu.map(|c| self.patches as f64 / c.as_secs_f64().max(f64::EPSILON))
     }
 }
 
@@ -68,6 +76,7 @@ pub fn run_loader_bench(
 ) -> Result<LoaderBenchResult> {
     reset_peak_rss();
     let cases: Vec<usize> = (0..source.len()).collect();
+    let cpu_start = process_cpu_time();
     let start = Instant::now();
     let mut l =
         PatchLoader::start(source, cases, loader, &AugmentConfig::default(), patch_size, batch_size, batches, 0, 0)?;
@@ -76,13 +85,17 @@ pub fn run_loader_bench(
         patches += batch?.batch_size;
     }
     let elapsed = start.elapsed();
+    let (waited, memory_bound_bytes) = (l.waited(), l.memory_bound_bytes());
+    drop(l); // joins the workers, so their CPU time is counted
+    let cpu = process_cpu_time().zip(cpu_start).map(|(end, begin)| end.saturating_sub(begin));
     Ok(LoaderBenchResult {
         workers: loader.workers,
         patches,
         elapsed,
-        waited: l.waited(),
-        memory_bound_bytes: l.memory_bound_bytes(),
+        waited,
+        memory_bound_bytes,
         peak_rss_bytes: peak_rss_bytes(),
+        cpu,
     })
 }
 
@@ -95,6 +108,24 @@ pub fn reset_peak_rss() {
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     parse_vm_hwm(&status)
+}
+
+/// Clock ticks per second of `/proc/self/stat` times (`sysconf(_SC_CLK_TCK)`, 100 on every Linux ABI
+/// in use; read without libc).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// User + system CPU time of this process (all threads) from `/proc/self/stat`.
+pub fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    parse_cpu_ticks(&stat).map(|ticks| Duration::from_secs_f64(ticks as f64 / CLOCK_TICKS_PER_SECOND))
+}
+
+/// utime + stime (fields 14 and 15); the command name in parentheses may hold spaces, so count after `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ")" the fields start at #3 (state), so utime (#14) is index 11 and stime (#15) index 12.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
 /// Parses the `VmHWM:   123456 kB` line.
@@ -113,6 +144,12 @@ mod tests {
         let status = "Name:\tx\nVmPeak:\t  999 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 10 kB\n";
         assert_eq!(parse_vm_hwm(status), Some(2 * 1024 * 1024));
         assert_eq!(parse_vm_hwm("nothing"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_are_read_after_the_command_name() {
+        let stat = "42 (a b) R 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(300));
     }
 
     #[test]
