@@ -1,0 +1,46 @@
+//! The whole network: encoder, decoder and heads, built from the planned spec and precision.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use voxplan_planner::{NetworkSpec, Precision};
+
+use crate::model::decoder::{Decoder, DecoderConfig};
+use crate::model::encoder::{Encoder, EncoderConfig};
+
+#[derive(Config, Debug)]
+pub struct UNetConfig {
+    /// The planned network (validated by the planner; group counts and strides are already checked).
+    pub spec: NetworkSpec,
+    pub precision: Precision,
+}
+
+#[derive(Module, Debug)]
+pub struct UNet<B: Backend> {
+    pub encoder: Encoder<B>,
+    pub decoder: Decoder<B>,
+}
+
+impl UNetConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> UNet<B> {
+        UNet {
+            encoder: EncoderConfig::new(self.spec.clone(), self.precision).init(device),
+            decoder: DecoderConfig::new(self.spec.clone(), self.precision).init(device),
+        }
+    }
+}
+
+impl<B: Backend> UNet<B> {
+    /// `x`: `[N, in_channels, z, y, x]`, each edge a multiple of the spec's total stride on that axis.
+    /// Returns f32 logits `[N, num_classes, ...]`: `[0]` at full resolution, then the deep-supervision
+    /// outputs at decreasing resolution (only `[0]` without deep supervision).
+    pub fn forward(&self, x: Tensor<B, 5>) -> Vec<Tensor<B, 5>> {
+        self.decoder.forward(self.encoder.forward(x))
+    }
+}
+
+/// Trainable scalars (weights, biases, norm affines; not BatchNorm running statistics).
+pub fn parameter_count<B: Backend>(model: &UNet<B>) -> usize {
+    model.num_params()
+}

@@ -1,0 +1,101 @@
+//! Small specs, fixed batches and gradient readers shared by the model, accumulation and precision tests.
+//! Kept tiny (≤ 16³ patches, ≤ 16 features): burn's CPU conv3d is slow and the suite must stay quick.
+#![allow(dead_code)]
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::{ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use voxplan_planner::{ActivationKind, BlockKind, NetworkSpec, NormKind, StageSpec};
+
+pub type Cpu = Flex;
+pub type Train = Autodiff<Flex>;
+
+/// A U-Net spec with stage 0 at stride 1 and every later stage at stride 2, 3×3×3 kernels, one conv per
+/// encoder and decoder stage (enough to exercise every layer kind).
+pub fn spec(features: &[usize], norm: NormKind) -> NetworkSpec {
+    NetworkSpec {
+        in_channels: 1,
+        num_classes: 3,
+        stages: features
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| StageSpec {
+                features: f,
+                stride: if i == 0 { [1; 3] } else { [2; 3] },
+                kernel: [3; 3],
+                encoder_convs: 1,
+                decoder_convs: 1,
+            })
+            .collect(),
+        block: BlockKind::Plain,
+        norm,
+        activation: ActivationKind::LeakyRelu { negative_slope: 0.01 },
+        deep_supervision: false,
+    }
+}
+
+/// A fixed batch `[n, 1, z, y, x]` and its labels `[n, z, y, x]`: a class-1 slab and a class-2 box whose
+/// positions differ per sample, image = label intensity plus a deterministic ripple.
+pub fn batch<B: Backend>(n: usize, zyx: [usize; 3], device: &B::Device) -> (Tensor<B, 5>, Tensor<B, 4, Int>) {
+    let [z, y, x] = zyx;
+    let mut image = Vec::with_capacity(n * z * y * x);
+    let mut labels = Vec::with_capacity(n * z * y * x);
+    for s in 0..n {
+        for k in 0..z {
+            for j in 0..y {
+                for i in 0..x {
+                    let class = if i >= x / 2 + s % 3 && j < y / 2 {
+                        2
+                    } else if k >= (z / 4 + s) % z && k < (z / 4 + s) % z + z / 3 {
+                        1
+                    } else {
+                        0
+                    };
+                    labels.push(class as i64);
+                    let ripple = 0.1 * ((i * 7 + j * 3 + k * 5 + s) % 11) as f32 / 11.0;
+                    image.push(class as f32 * 0.8 + ripple);
+                }
+            }
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(image, [n, 1, z, y, x]), device),
+        Tensor::from_data(TensorData::new(labels, [n, z, y, x]).convert::<B::IntElem>(), device),
+    )
+}
+
+/// Every parameter's gradient as host floats, in visiting order, with the parameter's id.
+pub fn gradients_of<M: burn::module::Module<Train>>(model: &M, grads: &GradientsParams) -> Vec<(ParamId, Vec<f32>)> {
+    struct Read<'a> {
+        grads: &'a GradientsParams,
+        out: Vec<(ParamId, Vec<f32>)>,
+    }
+    impl ModuleVisitor<Train> for Read<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Train, D>>) {
+            if let Some(g) = self.grads.get::<Flex, D>(param.id) {
+                let values = g.cast(burn::tensor::FloatDType::F32).into_data().to_vec::<f32>().expect("f32 grad");
+                self.out.push((param.id, values));
+            }
+        }
+    }
+    let mut r = Read { grads, out: Vec::new() };
+    model.visit(&mut r);
+    r.out
+}
+
+/// Largest `|a − b| / (max|b| + 1e-8)` over matching gradients, per tensor; also checks both cover the same
+/// parameters.
+pub fn max_relative_difference(a: &[(ParamId, Vec<f32>)], b: &[(ParamId, Vec<f32>)]) -> f32 {
+    assert_eq!(a.len(), b.len(), "different parameter sets have gradients");
+    let mut worst = 0.0f32;
+    for ((ia, ga), (ib, gb)) in a.iter().zip(b) {
+        assert_eq!(ia, ib);
+        assert_eq!(ga.len(), gb.len());
+        let scale = gb.iter().fold(0.0f32, |m, v| m.max(v.abs())) + 1e-8;
+        let diff = ga.iter().zip(gb).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        worst = worst.max(diff / scale);
+    }
+    worst
+}
