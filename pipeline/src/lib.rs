@@ -1,10 +1,19 @@
 //! voxplan's trainer on burn: the only crate that knows burn.
 
 pub mod device;
+pub mod dice;
 pub mod error;
 pub mod experiment;
+pub mod loss;
 pub mod memory;
+pub mod model;
+pub mod optim;
+pub mod precision;
 pub mod trainer;
 
 pub use error::PipelineError;
 pub use experiment::{Experiment, TrainConfig};
+pub use loss::DiceCeLoss;
+pub use model::{UNet, UNetConfig, parameter_count};
+pub use optim::{LrSchedule, TrainOptimizer, build_optimizer};
+pub use precision::{LossScaler, unscale_and_check};
