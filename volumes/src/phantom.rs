@@ -15,11 +15,13 @@ use crate::volume::{Affine, Labels, Volume, linear_index, voxel_count};
 pub const CLASS_INTENSITY_STEP: f64 = 80.0;
 /// Background intensity level.
 pub const BACKGROUND_INTENSITY: f64 = 100.0;
-/// Noise standard deviation: a third of the class step, so classes overlap a little voxel by voxel and a
-/// network has to use context, yet a small U-Net separates them (Dice ≥ 0.8 in minutes on a CPU).
-pub const NOISE_STD: f64 = 25.0;
-/// Peak relative amplitude of the bias field (±10 %, a mild 1.5 T-like inhomogeneity).
-pub const BIAS_AMPLITUDE: f64 = 0.10;
+/// Noise standard deviation: a fifth of the class step. Background is ~90 % of a phantom, so even a few
+/// per cent of background voxels mistaken for a neighbouring class swamp a small structure: at σ = 25 a
+/// voxelwise rule scored Dice 0.38 on class 1. At 16 the voxelwise rule clears Dice 0.8 (tested), noise is
+/// plainly visible, and a small U-Net has an easy start.
+pub const NOISE_STD: f64 = 16.0;
+/// Peak relative amplitude of the bias field (±5 %, a mild inhomogeneity that still shifts class means).
+pub const BIAS_AMPLITUDE: f64 = 0.05;
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]
@@ -244,6 +246,43 @@ mod tests {
                     let expected = class_intensity(class, c, s.num_classes());
                     assert!((mean - expected).abs() < 0.12 * expected, "class {class} ch {c}: {mean} vs {expected}");
                 }
+            }
+        }
+    }
+
+    /// The default experiment's phantoms must be learnable: even a context-free nearest-class-mean rule on
+    /// single voxels reaches Dice ≥ 0.8 per class, so a U-Net (which also sees shape and context) can.
+    #[test]
+    fn a_voxelwise_nearest_mean_rule_already_reaches_dice_0_8() {
+        let s = PhantomSpec { shape: [48, 48, 48], spacing: [1.0; 3], structures: 3, channels: 1, seed: 7 };
+        let k = s.num_classes();
+        for case in 0..3 {
+            let (v, l) = generate(&s, case);
+            let predicted: Vec<usize> = v
+                .channel(0)
+                .iter()
+                .map(|&x| {
+                    (0..k)
+                        .min_by(|&a, &b| {
+                            let da = (f64::from(x) - class_intensity(a, 0, k)).abs();
+                            let db = (f64::from(x) - class_intensity(b, 0, k)).abs();
+                            da.total_cmp(&db)
+                        })
+                        .unwrap_or(0)
+                })
+                .collect();
+            for class in 1..k {
+                let (mut tp, mut fp, mut fneg) = (0usize, 0usize, 0usize);
+                for (p, &t) in predicted.iter().zip(&l.data) {
+                    match (*p == class, usize::from(t) == class) {
+                        (true, true) => tp += 1,
+                        (true, false) => fp += 1,
+                        (false, true) => fneg += 1,
+                        _ => {}
+                    }
+                }
+                let dice = 2.0 * tp as f64 / (2 * tp + fp + fneg).max(1) as f64;
+                assert!(dice >= 0.8, "case {case} class {class}: voxelwise Dice {dice:.3}");
             }
         }
     }
