@@ -21,6 +21,10 @@ enum Command {
     Phantoms(cmd::phantoms::Args),
     /// Plan batch, accumulation, precision, norm, checkpointing and patch for a device's memory.
     Plan(cmd::plan::Args),
+    /// Train the planned network (default: the built-in phantom experiment).
+    Train(cmd::train::Args),
+    /// Segment NIfTI volumes with a trained checkpoint.
+    Predict(cmd::predict::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +41,8 @@ fn main() -> std::process::ExitCode {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Phantoms(a) => cmd::phantoms::run(a),
         Command::Plan(a) => cmd::plan::run(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Predict(a) => cmd::predict::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -9,11 +9,16 @@ pub mod memory;
 pub mod model;
 pub mod optim;
 pub mod precision;
+pub mod predict;
+pub mod sliding_window;
 pub mod trainer;
 
+pub use device::{ComputeDevice, DeviceRequest};
 pub use error::PipelineError;
 pub use experiment::{Experiment, TrainConfig};
 pub use loss::DiceCeLoss;
 pub use model::{UNet, UNetConfig, parameter_count};
 pub use optim::{LrSchedule, TrainOptimizer, build_optimizer};
 pub use precision::{LossScaler, unscale_and_check};
+pub use predict::{PredictOptions, PredictedFile, predict};
+pub use trainer::{TrainOptions, TrainSummary, train};

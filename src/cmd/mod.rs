@@ -5,3 +5,5 @@ pub mod bench_loader;
 pub mod inspect;
 pub mod phantoms;
 pub mod plan;
+pub mod predict;
+pub mod train;

@@ -147,9 +147,10 @@ fn old_of(dir: &Path) -> PathBuf {
 /// crash between the two renames of [`swap_in`].
 pub fn resolve_resume_dir(dir: &Path) -> Result<PathBuf, PipelineError> {
     let candidates = [dir.to_path_buf(), slot_dir(dir, Slot::Last), old_of(&slot_dir(dir, Slot::Last))];
-    candidates.into_iter().find(|c| c.join(STATE_FILE).is_file()).ok_or_else(|| {
-        io_err(dir, "no checkpoint here: expected state.json in it or in checkpoints/last/")
-    })
+    candidates
+        .into_iter()
+        .find(|c| c.join(STATE_FILE).is_file())
+        .ok_or_else(|| io_err(dir, "no checkpoint here: expected state.json in it or in checkpoints/last/"))
 }
 
 /// Like [`resolve_resume_dir`] but prefers the best checkpoint: what `predict` should use by default.

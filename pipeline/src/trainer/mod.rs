@@ -1,5 +1,10 @@
-//! Training: the loop, validation, checkpoints, the metrics file and progress display.
+//! Training: the entry point, the loop, validation, checkpoints, the metrics file and progress display.
 
 pub mod checkpoint;
 pub mod metrics_log;
 pub mod progress;
+pub mod session;
+pub mod train_loop;
+pub mod validation;
+
+pub use session::{TrainOptions, TrainSummary, train};

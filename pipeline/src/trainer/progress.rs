@@ -20,11 +20,9 @@ impl Progress {
     pub fn new(epochs: usize, steps_per_epoch: usize) -> Self {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::with_draw_target(Some(steps_per_epoch as u64), ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template(
-                "{prefix} [{bar:30}] step {pos}/{len} {msg} ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+            let style = ProgressStyle::with_template("{prefix} [{bar:30}] step {pos}/{len} {msg} ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
             bar.set_style(style);
             bar.enable_steady_tick(Duration::from_millis(500));
             Self::Bar { bar }

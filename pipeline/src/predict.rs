@@ -1,0 +1,224 @@
+//! `voxplan predict`: segments NIfTI volumes with a trained checkpoint by sliding-window inference, writing
+//! label maps (and optionally class probabilities) with the input's affine, so they overlay the input in
+//! any viewer.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::backend::Flex;
+use burn::backend::flex::FlexDevice;
+use burn::tensor::backend::Backend;
+use voxplan_planner::{DeviceSelector, device_profile, plan_inference};
+use voxplan_volumes::nifti::{DataType, read_volume, write_labels, write_volume};
+use voxplan_volumes::preprocess::{Normalization, Preprocessing};
+use voxplan_volumes::{Labels, Volume};
+
+use crate::device::{self, ComputeDevice, DeviceRequest};
+use crate::error::PipelineError;
+use crate::model::{UNet, UNetConfig};
+use crate::sliding_window::predict_volume;
+use crate::trainer::checkpoint::{self, TrainState};
+
+/// Largest class count a `uint8` label file holds; more classes are written as `int16`.
+const U8_MAX_CLASSES: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct PredictOptions {
+    /// A run directory (its best checkpoint is used) or a checkpoint directory.
+    pub checkpoint: PathBuf,
+    /// A `.nii`/`.nii.gz` file, or a directory of them.
+    pub input: PathBuf,
+    pub output: PathBuf,
+    /// Also write per-class probabilities as a 4-D float32 image.
+    pub probabilities: bool,
+    pub device: DeviceRequest,
+    /// Memory budget for choosing windows per pass, bytes (default: the device's free memory).
+    pub budget_bytes: Option<u64>,
+}
+
+/// One segmented file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictedFile {
+    pub input: PathBuf,
+    pub labels: PathBuf,
+    pub probabilities: Option<PathBuf>,
+    pub shape: [usize; 3],
+    pub windows: usize,
+    pub windows_per_pass: usize,
+    /// Bytes of the stitching accumulator, as counted while predicting.
+    pub accumulator_bytes: u64,
+    /// The same, as the inference planner predicted it.
+    pub planned_accumulator_bytes: u64,
+    pub seconds: f64,
+}
+
+/// Segments every input; returns what was written.
+pub fn predict(options: &PredictOptions) -> Result<Vec<PredictedFile>, PipelineError> {
+    let device = device::resolve(options.device)?;
+    tracing::info!("predicting on {device}");
+    let dir = checkpoint::resolve_inference_dir(&options.checkpoint)?;
+    let state = checkpoint::load_state(&dir)?;
+    let inputs = list_inputs(&options.input)?;
+    std::fs::create_dir_all(&options.output)
+        .map_err(|source| PipelineError::Io { path: options.output.clone(), source })?;
+    match device {
+        ComputeDevice::Cpu => predict_on::<Flex>(options, &dir, &state, &inputs, &FlexDevice, DeviceSelector::Cpu),
+        ComputeDevice::Cuda(index) => predict_cuda(options, &dir, &state, &inputs, index),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn predict_cuda(
+    options: &PredictOptions,
+    dir: &Path,
+    state: &TrainState,
+    inputs: &[PathBuf],
+    index: usize,
+) -> Result<Vec<PredictedFile>, PipelineError> {
+    use burn::backend::Cuda;
+    use burn::backend::cuda::CudaDevice;
+    predict_on::<Cuda>(options, dir, state, inputs, &CudaDevice::new(index), DeviceSelector::Cuda(index))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn predict_cuda(
+    _: &PredictOptions,
+    _: &Path,
+    _: &TrainState,
+    _: &[PathBuf],
+    index: usize,
+) -> Result<Vec<PredictedFile>, PipelineError> {
+    Err(PipelineError::Device {
+        requested: format!("cuda:{index}"),
+        problem: "built without the `cuda` feature".into(),
+    })
+}
+
+fn predict_on<B: Backend>(
+    options: &PredictOptions,
+    dir: &Path,
+    state: &TrainState,
+    inputs: &[PathBuf],
+    device: &B::Device,
+    selector: DeviceSelector,
+) -> Result<Vec<PredictedFile>, PipelineError> {
+    let plan = &state.plan;
+    let classes = plan.network.num_classes;
+    let model: UNet<B> = UNetConfig::new(plan.network.clone(), plan.precision).init(device);
+    let model = checkpoint::load_model(model, dir, device)?;
+    let profile = device_profile(&selector)?;
+    // Training normalised each volume to zero mean, unit variance (MRI); inputs get the same.
+    let preprocessing = Preprocessing { normalization: Normalization::PerVolumeZScore, target_spacing: None };
+    let mut out = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let started = Instant::now();
+        let mut volume: Volume = read_volume(input)?;
+        if volume.channels != plan.network.in_channels {
+            return Err(PipelineError::Option {
+                field: "--input".into(),
+                problem: format!(
+                    "{}: {} channels, the model takes {}",
+                    input.display(),
+                    volume.channels,
+                    plan.network.in_channels
+                ),
+            });
+        }
+        for c in 0..volume.channels {
+            preprocessing.normalize_channel(c, volume.channel_mut(c));
+        }
+        let inference = plan_inference(
+            &plan.network,
+            plan.patch_size,
+            volume.shape,
+            plan.precision,
+            &profile,
+            options.budget_bytes,
+        )?;
+        let probs = predict_volume(&model, &volume, plan.patch_size, classes, inference.windows_per_pass, device);
+        let labels: Labels = probs.argmax(volume.affine);
+        let name = file_name(input);
+        let labels_path = options.output.join(&name);
+        let dtype = if classes <= U8_MAX_CLASSES { DataType::U8 } else { DataType::I16 };
+        write_labels(&labels_path, &labels, dtype)?;
+        let probabilities = if options.probabilities {
+            let path = options.output.join(probabilities_name(&name));
+            let v = Volume { data: probs.data.clone(), shape: probs.shape, channels: classes, affine: volume.affine };
+            write_volume(&path, &v, DataType::F32)?;
+            Some(path)
+        } else {
+            None
+        };
+        tracing::info!(
+            "{} → {} ({} windows, {} per pass, {:.1} s)",
+            input.display(),
+            labels_path.display(),
+            probs.windows,
+            inference.windows_per_pass,
+            started.elapsed().as_secs_f64()
+        );
+        out.push(PredictedFile {
+            input: input.clone(),
+            labels: labels_path,
+            probabilities,
+            shape: volume.shape,
+            windows: probs.windows,
+            windows_per_pass: inference.windows_per_pass,
+            accumulator_bytes: probs.accumulator_bytes,
+            planned_accumulator_bytes: inference.output_accumulator_bytes,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(out)
+}
+
+/// The NIfTI files to segment: `input` itself, or the `.nii`/`.nii.gz` files in it, sorted.
+fn list_inputs(input: &Path) -> Result<Vec<PathBuf>, PipelineError> {
+    if input.is_file() {
+        return Ok(vec![input.to_path_buf()]);
+    }
+    let io = |source| PipelineError::Io { path: input.to_path_buf(), source };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(input)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_nifti(p))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(PipelineError::Option {
+            field: "--input".into(),
+            problem: format!("{}: no .nii or .nii.gz files", input.display()),
+        });
+    }
+    Ok(files)
+}
+
+fn is_nifti(p: &Path) -> bool {
+    let name = p.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    name.ends_with(".nii") || name.ends_with(".nii.gz")
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "prediction.nii.gz".into())
+}
+
+/// `case.nii.gz` → `case_probabilities.nii.gz`.
+fn probabilities_name(name: &str) -> String {
+    for ext in [".nii.gz", ".nii"] {
+        if let Some(stem) = name.strip_suffix(ext) {
+            return format!("{stem}_probabilities{ext}");
+        }
+    }
+    format!("{name}_probabilities.nii.gz")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probabilities_file_keeps_the_extension() {
+        assert_eq!(probabilities_name("a.nii.gz"), "a_probabilities.nii.gz");
+        assert_eq!(probabilities_name("b.nii"), "b_probabilities.nii");
+    }
+}

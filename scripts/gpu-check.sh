@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Builds the release binary (CUDA backend compiled in) and, on a machine with an NVIDIA GPU, runs short
+# training jobs of a few configurations, printing planned vs measured peak memory and samples/s.
+# Without a GPU it builds, says so and exits 2, so a CI job can tell "no GPU" from "failed".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --bin voxplan
+BIN=target/release/voxplan
+
+if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so' && ! command -v nvidia-smi >/dev/null 2>&1; then
+  echo "gpu-check: no NVIDIA driver (libcuda.so not found, no nvidia-smi): built only, nothing to measure" >&2
+  exit 2
+fi
+nvidia-smi --query-gpu=name,memory.total,memory.free --format=csv
+
+OUT=${GPU_CHECK_OUT:-target/gpu-check}
+rm -rf "$OUT"; mkdir -p "$OUT"
+
+# name | network stages | patch | precision | checkpointing
+CONFIGS=(
+  "small-f32|[16,32,64,128]|[64,64,64]|f32|never"
+  "small-bf16|[16,32,64,128]|[64,64,64]|bf16|never"
+  "large-bf16|[32,64,128,256,320]|[128,128,128]|bf16|never"
+  "large-ckpt|[32,64,128,256,320]|[128,128,128]|bf16|always"
+)
+for entry in "${CONFIGS[@]}"; do
+  IFS='|' read -r name features patch precision ckpt <<<"$entry"
+  stages=$(python3 -c "
+f=$features
+print(', '.join('{ features = %d, stride = [%d, %d, %d] }' % ((x,) + ((1,1,1) if i == 0 else (2,2,2))) for i, x in enumerate(f)))")
+  cfg="$OUT/$name.toml"
+  cat >"$cfg" <<TOML
+name = "gpu-check-$name"
+seed = 1
+[network]
+in_channels = 1
+num_classes = 4
+norm = { kind = "instance" }
+stages = [ $stages ]
+[plan]
+patch_size = $patch
+target_effective_batch = 2
+precision = "$precision"
+checkpointing = "$ckpt"
+[data]
+source = { kind = "phantom", cases = 6, shape = [160, 160, 160], structures = 3, seed = 7 }
+validation_fraction = 0.2
+[loader]
+workers = 4
+[train]
+epochs = 1
+steps_per_epoch = 20
+max_validation_cases = 1
+TOML
+  echo "== $name"
+  if "$BIN" train --config "$cfg" --device cuda:0 --run-dir "$OUT/$name" >"$OUT/$name.log" 2>&1; then
+    grep -E "^(plan|memory|throughput|re-planned|skipped)" "$OUT/$name.log" || true
+    python3 - "$OUT/$name/metrics.jsonl" <<'PY'
+import json, sys
+steps = [json.loads(l) for l in open(sys.argv[1]) if '"kind":"step"' in l]
+steady = steps[2:] or steps
+peak = max(s["peak_memory_measured_bytes"] for s in steady)
+planned = steady[0]["peak_memory_planned_bytes"]
+rate = sum(s["samples_per_s"] for s in steady) / len(steady)
+drv = max((s.get("driver_used_bytes") or 0) for s in steady)
+print(f"   planned {planned/2**20:.0f} MiB  measured (cubecl reserved) {peak/2**20:.0f} MiB  "
+      f"driver used {drv/2**20:.0f} MiB  ratio {peak/planned:.2f}  {rate:.2f} samples/s")
+PY
+  else
+    echo "   FAILED (see $OUT/$name.log)"; tail -5 "$OUT/$name.log"
+  fi
+done
