@@ -43,7 +43,7 @@ pub struct Args {
     format: Format,
     /// Inference: volume shape x,y,z to cover with sliding windows (default: the phantom shape of the
     /// experiment's data, else 4× the patch per axis).
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_delimiter = ',')]
     volume_shape: Option<Vec<usize>>,
 }
 
@@ -82,7 +82,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let t = &report.training;
             let volume = match args.volume_shape.as_deref() {
                 Some(&[x, y, z]) => [x, y, z],
-                _ => median_shape.unwrap_or(t.patch_size.map(|p| 4 * p)),
+                Some(other) => anyhow::bail!("--volume-shape needs three sizes x,y,z, got {other:?}"),
+                None => median_shape.unwrap_or(t.patch_size.map(|p| 4 * p)),
             };
             let inf = plan_inference(&t.network, t.patch_size, volume, t.precision, &req.device, budget)?;
             match args.format {
