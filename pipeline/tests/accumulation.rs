@@ -10,7 +10,7 @@ mod model_support;
 
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Tensor;
-use model_support::{Train, batch, gradients_of, max_relative_difference, spec};
+use model_support::{HostGradients, Train, batch, gradients_of, max_relative_difference, spec};
 use voxplan_pipeline::loss::DiceCeLoss;
 use voxplan_pipeline::model::{UNet, UNetConfig};
 use voxplan_planner::{NormKind, Precision};
@@ -21,7 +21,7 @@ const MICRO_BATCHES: usize = 2;
 const TOLERANCE: f32 = 1e-4;
 
 /// (one-batch gradients, accumulated gradients) for the same model and samples.
-fn both_ways(norm: NormKind) -> (Vec<(burn::module::ParamId, Vec<f32>)>, Vec<(burn::module::ParamId, Vec<f32>)>) {
+fn both_ways(norm: NormKind) -> (HostGradients, HostGradients) {
     let device = Default::default();
     let net: UNet<Train> = UNetConfig::new(spec(&[4, 8], norm), Precision::F32).init(&device);
     let (x, y) = batch::<Train>(SAMPLES, [16, 16, 16], &device);

@@ -77,7 +77,7 @@ fn ignored_voxels_do_not_change_the_loss() {
     }
     let loss = DiceCeLoss::new(3, Some(255));
     let base_logits = logits_for(&sample_labels(), 2.0);
-    let base = value(loss.forward(&[base_logits.clone()], labels(l.clone(), [1, 4, 4, 4])));
+    let base = value(loss.forward(std::slice::from_ref(&base_logits), labels(l.clone(), [1, 4, 4, 4])));
 
     // Scramble the logits at ignored voxels only: the loss must not move.
     let mut data = base_logits.clone().into_data().to_vec::<f32>().unwrap();

@@ -11,6 +11,8 @@ use voxplan_planner::{ActivationKind, BlockKind, NetworkSpec, NormKind, StageSpe
 
 pub type Cpu = Flex;
 pub type Train = Autodiff<Flex>;
+/// Every parameter's gradient as host floats, with the parameter's id, in visiting order.
+pub type HostGradients = Vec<(ParamId, Vec<f32>)>;
 
 /// A U-Net spec with stage 0 at stride 1 and every later stage at stride 2, 3×3×3 kernels, one conv per
 /// encoder and decoder stage (enough to exercise every layer kind).
@@ -67,10 +69,10 @@ pub fn batch<B: Backend>(n: usize, zyx: [usize; 3], device: &B::Device) -> (Tens
 }
 
 /// Every parameter's gradient as host floats, in visiting order, with the parameter's id.
-pub fn gradients_of<M: burn::module::Module<Train>>(model: &M, grads: &GradientsParams) -> Vec<(ParamId, Vec<f32>)> {
+pub fn gradients_of<M: burn::module::Module<Train>>(model: &M, grads: &GradientsParams) -> HostGradients {
     struct Read<'a> {
         grads: &'a GradientsParams,
-        out: Vec<(ParamId, Vec<f32>)>,
+        out: HostGradients,
     }
     impl ModuleVisitor<Train> for Read<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Train, D>>) {
