@@ -1,7 +1,6 @@
 //! `pipeline::train`: device → plan → the loop on the right backend → summary, with recovery from a CUDA
 //! out-of-memory by re-planning to a smaller budget.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -219,6 +218,7 @@ fn dispatch_cuda(ctx: &RunContext, index: usize) -> Result<LoopOutcome, Attempt>
     use burn::backend::Cuda;
     use burn::backend::cuda::CudaDevice;
     use burn::tensor::backend::Backend;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
 
     use crate::memory::cuda::CudaMeter;
 
@@ -254,6 +254,7 @@ fn dispatch_cuda(_ctx: &RunContext, index: usize) -> Result<LoopOutcome, Attempt
 }
 
 /// The text of a caught panic.
+#[cfg(feature = "cuda")]
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<String>()
@@ -264,6 +265,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// cubecl's allocation failure ("can't allocate buffer of size", `BufferTooBig`) and the driver's
 /// `CUDA_ERROR_OUT_OF_MEMORY`, as they surface in the runner's panic (reference §8).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 fn is_out_of_memory(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     ["allocate", "out of memory", "out_of_memory", "buffertoobig", "oom"].iter().any(|k| m.contains(k))
