@@ -120,3 +120,21 @@ fn sgd_steps_on_flex_reduce_the_loss_on_a_fixed_batch() {
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     assert!(losses[5] < 0.95 * losses[0], "SGD did not reduce the loss: {losses:?}");
 }
+
+#[test]
+fn a_record_loads_into_a_net_of_another_precision() {
+    // Checkpoints trained in bf16 are loaded for f32 inference: the weights must transfer, the precision stay.
+    use burn::module::Module;
+    let device = Default::default();
+    let s = spec(&[4, 8], NormKind::Instance);
+    let trained: UNet<Cpu> = UNetConfig::new(s.clone(), Precision::Bf16Mixed).init(&device);
+    let fresh: UNet<Cpu> = UNetConfig::new(s.clone(), Precision::F32).init(&device);
+    let loaded = fresh.load_record(trained.clone().into_record());
+    let w = |n: &UNet<Cpu>| n.decoder.stages[0].convs[0].conv.conv.weight.val().into_data().to_vec::<f32>().unwrap();
+    assert_eq!(w(&loaded), w(&trained));
+    assert_eq!(loaded.decoder.stages[0].convs[0].conv.precision, Precision::F32);
+    let reference: UNet<Cpu> = UNetConfig::new(s, Precision::F32).init(&device).load_record(trained.into_record());
+    let x = input(1, [16, 16, 16]);
+    let (a, b) = (loaded.forward(x.clone()).remove(0), reference.forward(x).remove(0));
+    assert_eq!(a.into_data().to_vec::<f32>().unwrap(), b.into_data().to_vec::<f32>().unwrap());
+}

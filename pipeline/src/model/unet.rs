@@ -1,7 +1,7 @@
 //! The whole network: encoder, decoder and heads, built from the planned spec and precision.
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use voxplan_planner::{NetworkSpec, Precision};
@@ -23,11 +23,26 @@ pub struct UNet<B: Backend> {
 }
 
 impl UNetConfig {
+    /// Builds the network with every parameter initialised now. burn initialises parameters lazily, and a
+    /// clone of a not-yet-initialised module draws its own random values (burn-core `Param::clone`), so a
+    /// model cloned before its first forward (for a checkpoint, an EMA copy, `valid()`) would silently
+    /// differ from the original. Materialising here makes every clone the same network.
     pub fn init<B: Backend>(&self, device: &B::Device) -> UNet<B> {
-        UNet {
+        let net = UNet {
             encoder: EncoderConfig::new(self.spec.clone(), self.precision).init(device),
             decoder: DecoderConfig::new(self.spec.clone(), self.precision).init(device),
-        }
+        };
+        net.visit(&mut Materialize);
+        net
+    }
+}
+
+/// Forces each lazily initialised parameter to take its value.
+struct Materialize;
+
+impl<B: Backend> ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
     }
 }
 
