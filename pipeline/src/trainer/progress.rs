@@ -51,7 +51,7 @@ impl Progress {
             }
             Self::Plain { steps_per_epoch, epochs } => {
                 let n = step_in_epoch + 1;
-                if n % PLAIN_LINE_EVERY_STEPS == 0 || n == *steps_per_epoch {
+                if n.is_multiple_of(PLAIN_LINE_EVERY_STEPS) || n == *steps_per_epoch {
                     tracing::info!(
                         "epoch {}/{} step {n}/{steps_per_epoch} loss {loss:.4} {samples_per_s:.2} samples/s",
                         epoch + 1,

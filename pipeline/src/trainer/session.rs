@@ -168,8 +168,8 @@ fn median_shape(source: &dyn CaseSource, cases: &[usize]) -> Result<[usize; 3], 
     let mut per_axis: [Vec<usize>; 3] = Default::default();
     for &i in cases {
         let g = source.geometry(i)?;
-        for a in 0..3 {
-            per_axis[a].push(g.shape[a]);
+        for (axis, &edge) in per_axis.iter_mut().zip(&g.shape) {
+            axis.push(edge);
         }
     }
     Ok(per_axis.map(|mut v| {
@@ -183,8 +183,8 @@ fn largest_shape(source: &dyn CaseSource, cases: &[usize]) -> Result<[usize; 3],
     let mut out = [1usize; 3];
     for &i in cases {
         let g = source.geometry(i)?;
-        for a in 0..3 {
-            out[a] = out[a].max(g.shape[a]);
+        for (o, &edge) in out.iter_mut().zip(&g.shape) {
+            *o = (*o).max(edge);
         }
     }
     Ok(out)
