@@ -114,6 +114,31 @@ fn default_activation() -> ActivationKind {
 }
 
 impl NetworkSpec {
+    /// The classic isotropic U-Net: stage 0 at stride 1, every later stage at stride 2, 3×3×3 kernels, two
+    /// convs per encoder and decoder stage, LeakyReLU(0.01), plain blocks, no deep supervision. The starting
+    /// point that tests, examples and hand-written experiments adjust field by field.
+    pub fn plain_unet(in_channels: usize, num_classes: usize, features: &[usize], norm: NormKind) -> Self {
+        NetworkSpec {
+            in_channels,
+            num_classes,
+            stages: features
+                .iter()
+                .enumerate()
+                .map(|(i, &f)| StageSpec {
+                    features: f,
+                    stride: if i == 0 { [1; 3] } else { [2; 3] },
+                    kernel: default_kernel(),
+                    encoder_convs: default_convs(),
+                    decoder_convs: default_convs(),
+                })
+                .collect(),
+            block: BlockKind::Plain,
+            norm,
+            activation: default_activation(),
+            deep_supervision: false,
+        }
+    }
+
     /// Product of the strides of stages `0..=s` per axis: the downsampling factor at stage `s`.
     pub fn cumulative_stride(&self, s: usize) -> [usize; 3] {
         let mut f = [1usize; 3];
@@ -212,25 +237,7 @@ mod tests {
     use super::*;
 
     fn unet(features: &[usize]) -> NetworkSpec {
-        NetworkSpec {
-            in_channels: 1,
-            num_classes: 3,
-            stages: features
-                .iter()
-                .enumerate()
-                .map(|(i, &f)| StageSpec {
-                    features: f,
-                    stride: if i == 0 { [1; 3] } else { [2; 3] },
-                    kernel: [3; 3],
-                    encoder_convs: 2,
-                    decoder_convs: 2,
-                })
-                .collect(),
-            block: BlockKind::Plain,
-            norm: NormKind::Group { groups: 8 },
-            activation: ActivationKind::LeakyRelu { negative_slope: 0.01 },
-            deep_supervision: false,
-        }
+        NetworkSpec::plain_unet(1, 3, features, NormKind::Group { groups: 8 })
     }
 
     #[test]

@@ -1,32 +1,14 @@
 //! Each decision rule of `plan`, on budgets chosen to force it, and the stable JSON schema.
 
 use voxplan_planner::{
-    ActivationKind, BlockKind, CheckpointingRequest, DeviceSelector, NetworkSpec, NormKind, PlanRequest, PlanSettings,
-    Precision, PrecisionRequest, ReportFormat, StageSpec, device_profile, plan, plan_inference, render,
+    CheckpointingRequest, DeviceSelector, NetworkSpec, NormKind, PlanRequest, PlanSettings, Precision,
+    PrecisionRequest, ReportFormat, device_profile, plan, plan_inference, render,
 };
 
 const MIB: u64 = 1 << 20;
 
 fn unet(features: &[usize], norm: NormKind) -> NetworkSpec {
-    NetworkSpec {
-        in_channels: 1,
-        num_classes: 3,
-        stages: features
-            .iter()
-            .enumerate()
-            .map(|(i, &f)| StageSpec {
-                features: f,
-                stride: if i == 0 { [1; 3] } else { [2; 3] },
-                kernel: [3; 3],
-                encoder_convs: 2,
-                decoder_convs: 2,
-            })
-            .collect(),
-        block: BlockKind::Plain,
-        norm,
-        activation: ActivationKind::LeakyRelu { negative_slope: 0.01 },
-        deep_supervision: false,
-    }
+    NetworkSpec::plain_unet(1, 3, features, norm)
 }
 
 /// `gpu` names a card from the table, or "cpu" for this machine (flex: no allocator page rounding, so

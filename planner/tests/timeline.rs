@@ -2,8 +2,8 @@
 //! this project's machines (docs: measured-here.md, burn-0.21.md §4).
 
 use voxplan_planner::{
-    ActivationKind, BackendKind, BlockKind, DeviceKind, DeviceProfile, LossKind, NetworkSpec, NormKind, OptimizerKind,
-    Precision, SimRequest, StageSpec, device::backend_model, simulate, simulate_with,
+    BackendKind, DeviceKind, DeviceProfile, LossKind, NetworkSpec, NormKind, OptimizerKind, Precision, SimRequest,
+    device::backend_model, simulate, simulate_with,
 };
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -30,25 +30,7 @@ fn flex_cpu() -> DeviceProfile {
 }
 
 fn unet(features: &[usize], norm: NormKind, classes: usize) -> NetworkSpec {
-    NetworkSpec {
-        in_channels: 1,
-        num_classes: classes,
-        stages: features
-            .iter()
-            .enumerate()
-            .map(|(i, &f)| StageSpec {
-                features: f,
-                stride: if i == 0 { [1; 3] } else { [2; 3] },
-                kernel: [3; 3],
-                encoder_convs: 2,
-                decoder_convs: 2,
-            })
-            .collect(),
-        block: BlockKind::Plain,
-        norm,
-        activation: ActivationKind::LeakyRelu { negative_slope: 0.01 },
-        deep_supervision: false,
-    }
+    NetworkSpec::plain_unet(1, classes, features, norm)
 }
 
 fn one_conv() -> NetworkSpec {

@@ -7,7 +7,7 @@ use burn::module::{ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use voxplan_planner::{ActivationKind, BlockKind, NetworkSpec, NormKind, StageSpec};
+use voxplan_planner::{NetworkSpec, NormKind};
 
 pub type Cpu = Flex;
 pub type Train = Autodiff<Flex>;
@@ -17,25 +17,12 @@ pub type HostGradients = Vec<(ParamId, Vec<f32>)>;
 /// A U-Net spec with stage 0 at stride 1 and every later stage at stride 2, 3×3×3 kernels, one conv per
 /// encoder and decoder stage (enough to exercise every layer kind).
 pub fn spec(features: &[usize], norm: NormKind) -> NetworkSpec {
-    NetworkSpec {
-        in_channels: 1,
-        num_classes: 3,
-        stages: features
-            .iter()
-            .enumerate()
-            .map(|(i, &f)| StageSpec {
-                features: f,
-                stride: if i == 0 { [1; 3] } else { [2; 3] },
-                kernel: [3; 3],
-                encoder_convs: 1,
-                decoder_convs: 1,
-            })
-            .collect(),
-        block: BlockKind::Plain,
-        norm,
-        activation: ActivationKind::LeakyRelu { negative_slope: 0.01 },
-        deep_supervision: false,
+    let mut spec = NetworkSpec::plain_unet(1, 3, features, norm);
+    for stage in &mut spec.stages {
+        stage.encoder_convs = 1;
+        stage.decoder_convs = 1;
     }
+    spec
 }
 
 /// A fixed batch `[n, 1, z, y, x]` and its labels `[n, z, y, x]`: a class-1 slab and a class-2 box whose
