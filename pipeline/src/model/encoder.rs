@@ -35,42 +35,25 @@ impl EncoderConfig {
         let mut stages = Vec::with_capacity(spec.stages.len());
         for stage in &spec.stages {
             // Only the stage's first layer changes channels and resolution.
-            let layer = |i: usize| {
-                let (cin, stride) = if i == 0 { (in_channels, stage.stride) } else { (stage.features, [1, 1, 1]) };
-                (cin, stride)
-            };
+            let layers: Vec<(usize, [usize; 3])> = (0..stage.encoder_convs)
+                .map(|i| if i == 0 { (in_channels, stage.stride) } else { (stage.features, [1, 1, 1]) })
+                .collect();
+            let (cout, kernel, norm, act, precision) =
+                (stage.features, stage.kernel, spec.norm, spec.activation, self.precision);
             stages.push(match spec.block {
                 BlockKind::Plain => EncoderStage::Plain(
-                    (0..stage.encoder_convs)
-                        .map(|i| {
-                            let (cin, stride) = layer(i);
-                            ConvBlockConfig::new(
-                                cin,
-                                stage.features,
-                                stage.kernel,
-                                stride,
-                                spec.norm,
-                                spec.activation,
-                                self.precision,
-                            )
-                            .init(device)
+                    layers
+                        .iter()
+                        .map(|&(cin, stride)| {
+                            ConvBlockConfig::new(cin, cout, kernel, stride, norm, act, precision).init(device)
                         })
                         .collect(),
                 ),
                 BlockKind::Residual => EncoderStage::Residual(
-                    (0..stage.encoder_convs)
-                        .map(|i| {
-                            let (cin, stride) = layer(i);
-                            ResidualBlockConfig::new(
-                                cin,
-                                stage.features,
-                                stage.kernel,
-                                stride,
-                                spec.norm,
-                                spec.activation,
-                                self.precision,
-                            )
-                            .init(device)
+                    layers
+                        .iter()
+                        .map(|&(cin, stride)| {
+                            ResidualBlockConfig::new(cin, cout, kernel, stride, norm, act, precision).init(device)
                         })
                         .collect(),
                 ),
