@@ -3,7 +3,7 @@
 //!
 //! Layout: `dataset.json` (`channel_names`, `labels`, `numTraining`, `file_ending`),
 //! `imagesTr/phantom_000_0000<ending>` per channel, `labelsTr/phantom_000<ending>`.
-//! Images are stored as int16 (rounded, as scanners store MRI), labels as uint8.
+//! Images are stored as int16 (rounded, as scanners store MRI and CT), labels as uint8.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::error::{Result, VolumeError};
 use crate::nifti::{DataType, write_labels, write_volume};
-use crate::phantom::{PhantomSpec, generate};
+use crate::phantom::{Contrast, PhantomSpec, generate_with_contrast};
 use crate::volume::Volume;
 
 /// Label names written to `dataset.json`, by structure index; the shape family cycles with the index.
@@ -27,6 +27,18 @@ pub fn phantom_case_id(i: usize) -> String {
 
 /// Writes cases `0..cases` of `spec` under `dir`; `file_ending` is `.nii.gz` or `.nii`. Returns the files.
 pub fn write_msd(dir: &Path, spec: &PhantomSpec, cases: usize, file_ending: &str) -> Result<Vec<PathBuf>> {
+    write_msd_with_contrast(dir, spec, cases, file_ending, Contrast::Mri)
+}
+
+/// [`write_msd`] with the intensities rendered as `contrast` (CT phantoms store Hounsfield units in int16,
+/// as CT scanners do, and name their channel `CT` in `dataset.json`, as MSD does).
+pub fn write_msd_with_contrast(
+    dir: &Path,
+    spec: &PhantomSpec,
+    cases: usize,
+    file_ending: &str,
+    contrast: Contrast,
+) -> Result<Vec<PathBuf>> {
     if spec.structures > usize::from(u8::MAX) {
         return Err(VolumeError::Config {
             field: "structures".into(),
@@ -41,7 +53,7 @@ pub fn write_msd(dir: &Path, spec: &PhantomSpec, cases: usize, file_ending: &str
     let mut written = Vec::new();
     for i in 0..cases {
         let id = phantom_case_id(i);
-        let (volume, label_map) = generate(spec, i);
+        let (volume, label_map) = generate_with_contrast(spec, i, contrast);
         for c in 0..spec.channels {
             let path = images.join(format!("{id}_{c:04}{file_ending}"));
             let channel = Volume {
@@ -61,8 +73,15 @@ pub fn write_msd(dir: &Path, spec: &PhantomSpec, cases: usize, file_ending: &str
         write_labels(&path, &label_map, DataType::U8)?;
         written.push(path);
     }
-    let channel_names: serde_json::Map<String, serde_json::Value> =
-        (0..spec.channels).map(|c| (c.to_string(), json!(format!("phantom_contrast_{c}")))).collect();
+    let channel_names: serde_json::Map<String, serde_json::Value> = (0..spec.channels)
+        .map(|c| {
+            let name = match contrast {
+                Contrast::Mri => format!("phantom_contrast_{c}"),
+                Contrast::Ct => "CT".to_string(),
+            };
+            (c.to_string(), json!(name))
+        })
+        .collect();
     let mut label_names = serde_json::Map::new();
     label_names.insert("background".into(), json!(0));
     for k in 0..spec.structures {
