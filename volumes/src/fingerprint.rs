@@ -11,8 +11,9 @@ use crate::source::CaseSource;
 /// Foreground voxels kept per case and channel for the percentile estimate.
 pub const PERCENTILE_SAMPLES_PER_CASE: usize = 10_000;
 
-/// Foreground intensity statistics of one channel.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Foreground intensity statistics of one channel. Serialisable because a trained model's checkpoint
+/// records the statistics its inputs were normalised with.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IntensityStats {
     pub mean: f64,
     pub std: f64,

@@ -5,16 +5,24 @@
 //! percentiles and z-scored with the dataset's foreground mean and standard deviation, taken from the
 //! [`Fingerprint`](crate::fingerprint::Fingerprint). Normalisation runs before resampling, as in nnU-Net.
 
-use crate::fingerprint::IntensityStats;
-use crate::resample::{resample_labels, resample_volume, resampled_shape};
-use crate::source::CaseGeometry;
-use crate::volume::{Labels, Volume};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DataConfig, Modality};
+use crate::error::Result;
+use crate::fingerprint::{IntensityStats, fingerprint};
+use crate::resample::{
+    resample_labels, resample_labels_to_shape, resample_volume, resample_volume_to_shape, resampled_shape,
+};
+use crate::source::{CaseGeometry, CaseSource};
+use crate::volume::{Affine, Labels, Volume, spacing_of};
 
 /// Smallest standard deviation divided by: a constant volume normalises to zeros instead of NaN.
 pub const MIN_STD: f64 = 1e-8;
 
-/// How intensities are normalised.
-#[derive(Debug, Clone, PartialEq)]
+/// How intensities are normalised. Serialisable: a checkpoint records it so `predict` normalises its inputs
+/// exactly as training did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "channel_stats", rename_all = "snake_case")]
 pub enum Normalization {
     /// Each channel of each volume to zero mean, unit variance (MRI).
     PerVolumeZScore,
@@ -25,22 +33,64 @@ pub enum Normalization {
 }
 
 /// Everything done to a case between decoding and sampling.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Preprocessing {
     pub normalization: Normalization,
     pub target_spacing: Option<[f64; 3]>,
 }
 
 impl Preprocessing {
+    /// What training on `cfg` applies: per-volume z-score for MRI; for CT the dataset's foreground statistics,
+    /// which takes one fingerprinting pass over `raw` (the source before any normalisation).
+    pub fn for_dataset(cfg: &DataConfig, raw: &dyn CaseSource) -> Result<Self> {
+        let normalization = match cfg.modality {
+            Modality::Mri => Normalization::PerVolumeZScore,
+            Modality::Ct => Normalization::DatasetClipZScore(fingerprint(raw)?.intensity),
+        };
+        Ok(Self { normalization, target_spacing: cfg.target_spacing })
+    }
+
     /// Normalises, then resamples when a target spacing is set.
-    pub fn apply(&self, mut volume: Volume, labels: Labels) -> (Volume, Labels) {
+    pub fn apply(&self, volume: Volume, labels: Labels) -> (Volume, Labels) {
+        let labels = match self.target_spacing {
+            Some(t) => resample_labels(&labels, t),
+            None => labels,
+        };
+        (self.apply_to_image(volume), labels)
+    }
+
+    /// The image half of [`apply`](Self::apply): what inference feeds the network, by the same code that
+    /// training used, so the two cannot drift apart.
+    pub fn apply_to_image(&self, mut volume: Volume) -> Volume {
         for c in 0..volume.channels {
             self.normalize_channel(c, volume.channel_mut(c));
         }
         match self.target_spacing {
-            Some(t) => (resample_volume(&volume, t), resample_labels(&labels, t)),
-            None => (volume, labels),
+            Some(t) => resample_volume(&volume, t),
+            None => volume,
         }
+    }
+
+    /// Brings per-channel values predicted on the preprocessed grid (class probabilities) back onto the
+    /// original grid `(shape, affine)` by trilinear interpolation; unchanged when nothing was resampled.
+    pub fn restore_volume(&self, predicted: Volume, shape: [usize; 3], affine: Affine) -> Volume {
+        let mut out = match self.target_spacing {
+            Some(_) => resample_volume_to_shape(&predicted, spacing_of(&affine), shape),
+            None => predicted,
+        };
+        out.affine = affine;
+        out
+    }
+
+    /// Brings a label map predicted on the preprocessed grid back onto the original grid by nearest
+    /// neighbour (classes are never blended); unchanged when nothing was resampled.
+    pub fn restore_labels(&self, predicted: Labels, shape: [usize; 3], affine: Affine) -> Labels {
+        let mut out = match self.target_spacing {
+            Some(_) => resample_labels_to_shape(&predicted, spacing_of(&affine), shape),
+            None => predicted,
+        };
+        out.affine = affine;
+        out
     }
 
     /// Normalises one channel in place; `channel` selects the dataset statistics for CT.
@@ -120,6 +170,46 @@ mod tests {
         let mut values = vec![-1000.0, 40.0, 60.0, 3000.0];
         p.normalize_channel(0, &mut values);
         assert_eq!(values, vec![-7.0, 0.0, 1.0, 8.0]);
+    }
+
+    #[test]
+    fn preprocessing_round_trips_through_json() {
+        let stats = IntensityStats { mean: 40.0, std: 20.0, p0_5: -100.0, p99_5: 200.0 };
+        for p in [
+            Preprocessing { normalization: Normalization::PerVolumeZScore, target_spacing: None },
+            Preprocessing {
+                normalization: Normalization::DatasetClipZScore(vec![stats]),
+                target_spacing: Some([1.5; 3]),
+            },
+            Preprocessing { normalization: Normalization::None, target_spacing: Some([1.0, 1.0, 3.0]) },
+        ] {
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(serde_json::from_str::<Preprocessing>(&json).unwrap(), p, "{json}");
+        }
+    }
+
+    #[test]
+    fn restoring_a_resampled_prediction_gives_the_original_grid() {
+        // An odd shape whose resampled size rounds: 7 × 1.3 / 1.0 = 9.1 → 9 voxels, and back 9 × 1.0 / 1.3
+        // would round to 7 only by luck; restore uses the original shape itself.
+        let affine = [[1.3, 0.0, 0.0, -5.0], [0.0, 0.7, 0.0, 2.0], [0.0, 0.0, 2.9, 1.0], [0.0, 0.0, 0.0, 1.0]];
+        let mut v = Volume::zeros([7, 5, 3], 1, affine);
+        for (i, x) in v.data.iter_mut().enumerate() {
+            *x = (i % 7) as f32; // a ramp along x: linear, so trilinear resampling keeps it
+        }
+        let l = Labels { data: v.data.iter().map(|&x| u16::from(x >= 3.0)).collect(), shape: v.shape, affine };
+        let p = Preprocessing { normalization: Normalization::None, target_spacing: Some([1.0, 1.0, 1.0]) };
+        let (pv, pl) = p.apply(v.clone(), l.clone());
+        assert_ne!(pv.shape, v.shape);
+        let back = p.restore_volume(pv, v.shape, affine);
+        assert_eq!((back.shape, back.affine), (v.shape, affine));
+        for (a, b) in back.data.iter().zip(&v.data) {
+            assert!((a - b).abs() < 0.35, "{a} vs {b}");
+        }
+        let back = p.restore_labels(pl, l.shape, affine);
+        assert_eq!((back.shape, back.affine), (l.shape, affine));
+        let agree = back.data.iter().zip(&l.data).filter(|(a, b)| a == b).count();
+        assert!(agree * 10 >= l.data.len() * 9, "{agree} of {} labels survive the round trip", l.data.len());
     }
 
     #[test]

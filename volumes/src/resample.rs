@@ -44,8 +44,15 @@ fn linear_taps(coords: &[f64], n_in: usize) -> Vec<(usize, usize, f32)> {
 
 /// Trilinear resampling of every channel to `target` spacing.
 pub fn resample_volume(volume: &Volume, target: [f64; 3]) -> Volume {
+    let shape = resampled_shape(volume.shape, volume.spacing(), target);
+    resample_volume_to_shape(volume, target, shape)
+}
+
+/// Trilinear resampling to `target` spacing onto exactly `shape` voxels: how a prediction made on a
+/// resampled grid goes back onto the original grid, whose shape the rounding in [`resampled_shape`] need
+/// not reproduce.
+pub fn resample_volume_to_shape(volume: &Volume, target: [f64; 3], shape: [usize; 3]) -> Volume {
     let spacing = volume.spacing();
-    let shape = resampled_shape(volume.shape, spacing, target);
     let taps: [Vec<(usize, usize, f32)>; 3] = std::array::from_fn(|i| {
         linear_taps(&source_coordinates(shape[i], volume.shape[i], target[i] / spacing[i]), volume.shape[i])
     });
@@ -73,8 +80,14 @@ pub fn resample_volume(volume: &Volume, target: [f64; 3]) -> Volume {
 
 /// Nearest-neighbour resampling of a label map to `target` spacing (classes are never blended).
 pub fn resample_labels(labels: &Labels, target: [f64; 3]) -> Labels {
+    let shape = resampled_shape(labels.shape, labels.spacing(), target);
+    resample_labels_to_shape(labels, target, shape)
+}
+
+/// Nearest-neighbour resampling to `target` spacing onto exactly `shape` voxels (see
+/// [`resample_volume_to_shape`]).
+pub fn resample_labels_to_shape(labels: &Labels, target: [f64; 3], shape: [usize; 3]) -> Labels {
     let spacing = labels.spacing();
-    let shape = resampled_shape(labels.shape, spacing, target);
     let nearest: [Vec<usize>; 3] = std::array::from_fn(|i| {
         source_coordinates(shape[i], labels.shape[i], target[i] / spacing[i])
             .iter()
