@@ -71,3 +71,17 @@ PY
     echo "   FAILED (see $OUT/$name.log)"; tail -5 "$OUT/$name.log"
   fi
 done
+
+# predict on CUDA with the first configuration's best checkpoint: a fresh phantom case, labels and
+# probabilities written on the input's grid, windows per pass from the inference planner.
+first="${CONFIGS[0]%%|*}"
+if [ -f "$OUT/$first/checkpoints/last/state.json" ]; then
+  echo "== predict ($first checkpoint, cuda:0)"
+  "$BIN" phantoms --out "$OUT/predict-in" --cases 1 --shape 160 160 160 --seed 11 >/dev/null
+  if "$BIN" predict --checkpoint "$OUT/$first" --input "$OUT/predict-in/imagesTr" --output "$OUT/predict-out" \
+      --probabilities --device cuda:0 >"$OUT/predict.log" 2>&1; then
+    grep -E "windows|per pass|→" "$OUT/predict.log" || cat "$OUT/predict.log"
+  else
+    echo "   predict FAILED (see $OUT/predict.log)"; tail -5 "$OUT/predict.log"
+  fi
+fi

@@ -6,10 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use voxplan_planner::{NetworkSpec, PlanSettings};
+use voxplan_planner::{NetworkSpec, PlanSettings, Precision};
 use voxplan_volumes::{AugmentConfig, DataConfig, LoaderConfig};
 
 use crate::error::PipelineError;
+use crate::precision::LossScaler;
 
 /// The default experiment's TOML text.
 pub const DEFAULT_EXPERIMENT_TOML: &str = include_str!("../../configs/default.toml");
@@ -31,6 +32,22 @@ pub struct TrainConfig {
     pub max_validation_cases: Option<usize>,
     /// Warn (log and metrics event) when a step's measured peak exceeds the planned peak times this factor.
     pub memory_warning_factor: f64,
+    /// f16 only: the dynamic loss scale to start from (default [`INITIAL_LOSS_SCALE`](crate::precision::INITIAL_LOSS_SCALE)). Lower it for a
+    /// network whose f16 gradients overflow at the default; a huge value forces a real overflow, which the
+    /// tests use to exercise skip-and-halve.
+    pub initial_loss_scale: Option<f64>,
+}
+
+impl TrainConfig {
+    /// The loss scaler a run at `precision` starts with: disabled unless f16, then dynamic from
+    /// `initial_loss_scale` when set.
+    pub fn loss_scaler(&self, precision: Precision) -> LossScaler {
+        let default = LossScaler::for_precision(precision);
+        match self.initial_loss_scale {
+            Some(scale) if default.is_enabled() => LossScaler::dynamic(scale as f32),
+            _ => default,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -42,6 +59,7 @@ impl Default for TrainConfig {
             weight_decay: 3e-5,
             max_validation_cases: None,
             memory_warning_factor: 1.0,
+            initial_loss_scale: None,
         }
     }
 }

@@ -1,6 +1,11 @@
 //! `voxplan predict`: segments NIfTI volumes with a trained checkpoint by sliding-window inference, writing
-//! label maps (and optionally class probabilities) with the input's affine, so they overlay the input in
-//! any viewer.
+//! label maps (and optionally class probabilities) with the input's shape and affine, so they overlay the
+//! input in any viewer.
+//!
+//! Inputs go through the preprocessing the checkpoint recorded (CT clipping and dataset statistics, or
+//! per-volume z-score; resampling to the training spacing) by the same code training used. A prediction
+//! made on a resampled grid is brought back onto the input's grid: labels by nearest neighbour, probabilities
+//! trilinearly.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,7 +15,6 @@ use burn::backend::flex::FlexDevice;
 use burn::tensor::backend::Backend;
 use voxplan_planner::{DeviceSelector, device_profile, plan_inference};
 use voxplan_volumes::nifti::{DataType, read_volume, write_labels, write_volume};
-use voxplan_volumes::preprocess::{Normalization, Preprocessing};
 use voxplan_volumes::{Labels, Volume};
 
 use crate::device::{self, ComputeDevice, DeviceRequest};
@@ -43,6 +47,8 @@ pub struct PredictedFile {
     pub labels: PathBuf,
     pub probabilities: Option<PathBuf>,
     pub shape: [usize; 3],
+    /// The grid the network ran on: `shape` unless the checkpoint resamples to a target spacing.
+    pub network_shape: [usize; 3],
     pub windows: usize,
     pub windows_per_pass: usize,
     /// Bytes of the stitching accumulator, as counted while predicting.
@@ -107,26 +113,13 @@ fn predict_on<B: Backend>(
     let model: UNet<B> = UNetConfig::new(plan.network.clone(), plan.precision).init(device);
     let model = checkpoint::load_model(model, dir, device)?;
     let profile = device_profile(&selector)?;
-    // Training normalised each volume to zero mean, unit variance (MRI); inputs get the same.
-    let preprocessing = Preprocessing { normalization: Normalization::PerVolumeZScore, target_spacing: None };
+    let preprocessing = &state.preprocessing;
     let mut out = Vec::with_capacity(inputs.len());
     for input in inputs {
         let started = Instant::now();
-        let mut volume: Volume = read_volume(input)?;
-        if volume.channels != plan.network.in_channels {
-            return Err(PipelineError::Option {
-                field: "--input".into(),
-                problem: format!(
-                    "{}: {} channels, the model takes {}",
-                    input.display(),
-                    volume.channels,
-                    plan.network.in_channels
-                ),
-            });
-        }
-        for c in 0..volume.channels {
-            preprocessing.normalize_channel(c, volume.channel_mut(c));
-        }
+        let raw: Volume = read_volume(input)?;
+        let (shape, affine) = (raw.shape, raw.affine);
+        let volume = network_input(state, raw, input)?;
         let inference = plan_inference(
             &plan.network,
             plan.patch_size,
@@ -136,15 +129,16 @@ fn predict_on<B: Backend>(
             options.budget_bytes,
         )?;
         let probs = predict_volume(&model, &volume, plan.patch_size, classes, inference.windows_per_pass, device);
-        let labels: Labels = probs.argmax(volume.affine);
+        let labels: Labels = preprocessing.restore_labels(probs.argmax(volume.affine), shape, affine);
         let name = file_name(input);
         let labels_path = options.output.join(&name);
         let dtype = if classes <= U8_MAX_CLASSES { DataType::U8 } else { DataType::I16 };
         write_labels(&labels_path, &labels, dtype)?;
         let probabilities = if options.probabilities {
             let path = options.output.join(probabilities_name(&name));
-            let v = Volume { data: probs.data.clone(), shape: probs.shape, channels: classes, affine: volume.affine };
-            write_volume(&path, &v, DataType::F32)?;
+            let on_network_grid =
+                Volume { data: probs.data.clone(), shape: probs.shape, channels: classes, affine: volume.affine };
+            write_volume(&path, &preprocessing.restore_volume(on_network_grid, shape, affine), DataType::F32)?;
             Some(path)
         } else {
             None
@@ -161,7 +155,8 @@ fn predict_on<B: Backend>(
             input: input.clone(),
             labels: labels_path,
             probabilities,
-            shape: volume.shape,
+            shape,
+            network_shape: volume.shape,
             windows: probs.windows,
             windows_per_pass: inference.windows_per_pass,
             accumulator_bytes: probs.accumulator_bytes,
@@ -170,6 +165,20 @@ fn predict_on<B: Backend>(
         });
     }
     Ok(out)
+}
+
+/// What the network sees of `volume` (read from `input`): the checkpoint's recorded preprocessing applied by
+/// the code training used ([`Preprocessing::apply_to_image`](voxplan_volumes::preprocess::Preprocessing)), so
+/// it equals the training-time case to the last bit. Checks the channel count first.
+pub fn network_input(state: &TrainState, volume: Volume, input: &Path) -> Result<Volume, PipelineError> {
+    let expected = state.plan.network.in_channels;
+    if volume.channels != expected {
+        return Err(PipelineError::Option {
+            field: "--input".into(),
+            problem: format!("{}: {} channels, the model takes {expected}", input.display(), volume.channels),
+        });
+    }
+    Ok(state.preprocessing.apply_to_image(volume))
 }
 
 /// The NIfTI files to segment: `input` itself, or the `.nii`/`.nii.gz` files in it, sorted.

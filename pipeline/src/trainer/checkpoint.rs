@@ -18,11 +18,17 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use voxplan_planner::TrainingPlan;
+use voxplan_volumes::preprocess::{Normalization, Preprocessing};
 
 use crate::error::PipelineError;
 
-/// `state.json` format; bumped when a field changes meaning so an old checkpoint is refused, not misread.
-pub const STATE_FORMAT_VERSION: u32 = 1;
+/// `state.json` format written; bumped when a field changes meaning so an old checkpoint is refused, not
+/// misread. Version 2 added `preprocessing`.
+pub const STATE_FORMAT_VERSION: u32 = 2;
+/// Oldest format still read. Version 1 had no `preprocessing`; such a checkpoint loads with the
+/// preprocessing `predict` then applied to every input (per-volume z-score, no resampling), which is right
+/// for the MRI runs of that version and is logged as an assumption.
+pub const OLDEST_STATE_FORMAT_VERSION: u32 = 1;
 
 const MODEL_FILE: &str = "model";
 const OPTIMIZER_FILE: &str = "optimizer";
@@ -73,6 +79,15 @@ pub struct TrainState {
     pub loss_scale: Option<f64>,
     /// The plan trained with (possibly re-planned after an out-of-memory); a resumed run and `predict` use it.
     pub plan: TrainingPlan,
+    /// What every case went through before the network saw it (normalisation with its dataset statistics,
+    /// target spacing): `predict` applies the same to its inputs.
+    #[serde(default = "version_1_preprocessing")]
+    pub preprocessing: Preprocessing,
+}
+
+/// The preprocessing a version-1 checkpoint (which did not record it) is assumed to have used.
+fn version_1_preprocessing() -> Preprocessing {
+    Preprocessing { normalization: Normalization::PerVolumeZScore, target_spacing: None }
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> PipelineError {
@@ -164,11 +179,22 @@ pub fn load_state(dir: &Path) -> Result<TrainState, PipelineError> {
     let path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
     let state: TrainState = serde_json::from_str(&text).map_err(|e| io_err(&path, e))?;
-    if state.format_version != STATE_FORMAT_VERSION {
+    if !(OLDEST_STATE_FORMAT_VERSION..=STATE_FORMAT_VERSION).contains(&state.format_version) {
         return Err(io_err(
             &path,
-            format!("format version {} is not the supported {STATE_FORMAT_VERSION}", state.format_version),
+            format!(
+                "format version {} is not one of the supported {OLDEST_STATE_FORMAT_VERSION}..={STATE_FORMAT_VERSION}",
+                state.format_version
+            ),
         ));
+    }
+    if state.format_version < 2 {
+        tracing::warn!(
+            "{}: a version-{} checkpoint does not record its preprocessing; assuming per-volume z-score without \
+             resampling",
+            path.display(),
+            state.format_version
+        );
     }
     Ok(state)
 }

@@ -2,6 +2,7 @@
 //! out-of-memory by re-planning to a smaller budget.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
@@ -11,7 +12,9 @@ use voxplan_planner::{
     DeviceProfile, DeviceSelector, PlanRequest, ReportFormat, TrainingPlan, device_profile, plan, plan_inference,
     render,
 };
-use voxplan_volumes::{CaseSource, open_source, split};
+use voxplan_volumes::preprocess::Preprocessing;
+use voxplan_volumes::source::{PreprocessedSource, open_raw_source};
+use voxplan_volumes::{CaseSource, split};
 
 use crate::device::{self, ComputeDevice, DeviceRequest};
 use crate::error::PipelineError;
@@ -64,13 +67,24 @@ pub struct TrainSummary {
 
 /// Trains `experiment` as `options` say.
 pub fn train(experiment: &Experiment, options: &TrainOptions) -> Result<TrainSummary, PipelineError> {
+    train_with(experiment, options, dispatch)
+}
+
+/// The body of [`train`] with the attempt passed in: `train` passes [`dispatch`] (the real backends); the
+/// unit tests pass one that runs the real CPU loop and then reports an out-of-memory, which drives the
+/// re-plan-and-resume path without a GPU and without any test switch in release behaviour.
+fn train_with(
+    experiment: &Experiment,
+    options: &TrainOptions,
+    mut attempt: impl FnMut(&RunContext, ComputeDevice) -> Result<LoopOutcome, Attempt>,
+) -> Result<TrainSummary, PipelineError> {
     let started = Instant::now();
     let device = device::resolve(options.device)?;
     tracing::info!("training on {device}");
     let run_dir = options.run_dir.clone();
     std::fs::create_dir_all(&run_dir).map_err(|source| PipelineError::Io { path: run_dir.clone(), source })?;
 
-    let source = open_source(&experiment.data)?;
+    let (source, preprocessing) = open_training_source(experiment)?;
     let split = split(source.len(), &experiment.data);
     let selector = match device {
         ComputeDevice::Cpu => DeviceSelector::Cpu,
@@ -102,42 +116,108 @@ pub fn train(experiment: &Experiment, options: &TrainOptions) -> Result<TrainSum
             resume_from: resume_from.clone(),
             windows_per_pass: inference.windows_per_pass,
             stop_after_epochs: options.stop_after_epochs,
+            preprocessing: preprocessing.clone(),
         };
-        match dispatch(&ctx, device) {
+        match attempt(&ctx, device) {
             Ok(outcome) => return Ok(summary(outcome, &ctx, device, replans, started)),
             Err(Attempt::Failed(e)) => return Err(e),
             Err(Attempt::OutOfMemory(message)) => {
                 replans += 1;
-                if replans > MAX_REPLANS {
-                    return Err(PipelineError::OutOfMemory {
-                        problem: format!("{message}; gave up after {MAX_REPLANS} re-plans"),
-                    });
-                }
-                let budget = (training_plan.budget_bytes as f64 * OOM_BUDGET_FACTOR) as u64;
+                let replan = replan_after_out_of_memory(&training_plan, &message, replans, |budget| {
+                    make_plan(experiment, &profile, Some(budget), source.as_ref(), &split.train, &run_dir)
+                })?;
                 tracing::error!(
-                    "OUT OF MEMORY on {device}: {message}. Re-planning with a budget of {} and continuing from the \
-                     last checkpoint.",
-                    voxplan_planner::format_bytes(budget)
+                    "OUT OF MEMORY on {device}: {message}. Re-planned with a budget of {} ({}); continuing from \
+                     the last checkpoint.",
+                    voxplan_planner::format_bytes(replan.budget_bytes),
+                    replan.detail
                 );
-                let old = training_plan.clone();
-                training_plan = make_plan(experiment, &profile, Some(budget), source.as_ref(), &split.train, &run_dir)?;
+                resume_from = checkpoint::resolve_resume_dir(&run_dir).ok();
+                let (epoch, step) = match &resume_from {
+                    Some(dir) => checkpoint::load_state(dir).map(|s| (s.epochs_done, s.optimizer_steps))?,
+                    None => (0, 0),
+                };
                 MetricsLog::open(&run_dir)?.write(&EventRecord {
                     kind: "event",
-                    epoch: 0,
-                    step: 0,
+                    epoch,
+                    step,
                     event: "out_of_memory_replan".into(),
-                    detail: format!(
-                        "{message}; batch {}×{} → {}×{}",
-                        old.batch_size,
-                        old.accumulation_steps,
-                        training_plan.batch_size,
-                        training_plan.accumulation_steps
-                    ),
+                    detail: replan.detail,
                 })?;
-                resume_from = checkpoint::resolve_resume_dir(&run_dir).ok();
+                training_plan = replan.plan;
             }
         }
     }
+}
+
+/// The training source (raw cases with the experiment's preprocessing applied in `load`) and that
+/// preprocessing, which checkpoints record so `predict` repeats it. For CT this fingerprints the dataset.
+fn open_training_source(experiment: &Experiment) -> Result<(Arc<dyn CaseSource>, Preprocessing), PipelineError> {
+    experiment.data.validate()?;
+    let raw = open_raw_source(&experiment.data)?;
+    if raw.is_empty() {
+        return Err(voxplan_volumes::VolumeError::Config {
+            field: "data.source".into(),
+            problem: "the dataset has no cases".into(),
+        }
+        .into());
+    }
+    let preprocessing = Preprocessing::for_dataset(&experiment.data, raw.as_ref())?;
+    let source: Arc<dyn CaseSource> = Arc::new(PreprocessedSource { inner: raw, preprocessing: preprocessing.clone() });
+    Ok((source, preprocessing))
+}
+
+/// The decision after an out-of-memory: a budget cut to [`OOM_BUDGET_FACTOR`] of the failed plan's, the
+/// plan for it, and what changed, for the log and the metrics event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replan {
+    pub budget_bytes: u64,
+    pub plan: TrainingPlan,
+    /// `"<message>; batch 2×1 → 1×2 (effective 2), predicted peak A → B"`.
+    pub detail: String,
+}
+
+/// Decides how to continue after the `replans`-th out-of-memory of a run whose plan was `failed`:
+/// `plan_for(budget)` plans for the smaller budget (the planner keeps the effective batch and trades batch
+/// for accumulation first). Gives up after [`MAX_REPLANS`], or when the smaller budget yields no smaller
+/// plan (retrying the same plan would fail the same way).
+pub fn replan_after_out_of_memory(
+    failed: &TrainingPlan,
+    message: &str,
+    replans: usize,
+    plan_for: impl FnOnce(u64) -> Result<TrainingPlan, PipelineError>,
+) -> Result<Replan, PipelineError> {
+    if replans > MAX_REPLANS {
+        return Err(PipelineError::OutOfMemory { problem: format!("{message}; gave up after {MAX_REPLANS} re-plans") });
+    }
+    let budget_bytes = (failed.budget_bytes as f64 * OOM_BUDGET_FACTOR) as u64;
+    let plan = plan_for(budget_bytes).map_err(|e| PipelineError::OutOfMemory {
+        problem: format!("{message}; no plan fits the reduced budget of {budget_bytes} bytes: {e}"),
+    })?;
+    if plan.predicted_peak_bytes >= failed.predicted_peak_bytes {
+        return Err(PipelineError::OutOfMemory {
+            problem: format!(
+                "{message}; the reduced budget gives no smaller plan (batch {}×{}, predicted peak {})",
+                plan.batch_size,
+                plan.accumulation_steps,
+                voxplan_planner::format_bytes(plan.predicted_peak_bytes)
+            ),
+        });
+    }
+    let detail = format!(
+        "{message}; batch {}×{} → {}×{} (effective {} → {}), patch {:?} → {:?}, predicted peak {} → {}",
+        failed.batch_size,
+        failed.accumulation_steps,
+        plan.batch_size,
+        plan.accumulation_steps,
+        failed.effective_batch,
+        plan.effective_batch,
+        failed.patch_size,
+        plan.patch_size,
+        voxplan_planner::format_bytes(failed.predicted_peak_bytes),
+        voxplan_planner::format_bytes(plan.predicted_peak_bytes)
+    );
+    Ok(Replan { budget_bytes, plan, detail })
 }
 
 /// Runs the planner, prints its summary and keeps its JSON beside the run.
@@ -292,6 +372,153 @@ fn summary(o: LoopOutcome, ctx: &RunContext, device: ComputeDevice, replans: usi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    use crate::device::DeviceRequest;
+
+    /// Two epochs of three steps of a two-stage U-Net on 16³ phantom patches: seconds on the CPU.
+    const TINY: &str = r#"
+name = "tiny-oom"
+seed = 3
+[network]
+in_channels = 1
+num_classes = 3
+norm = { kind = "group", groups = 4 }
+stages = [{ features = 4, stride = [1, 1, 1] }, { features = 8, stride = [2, 2, 2] }]
+[plan]
+patch_size = [16, 16, 16]
+target_effective_batch = 2
+optimizer = "sgd"
+warmup_steps = 1
+[data]
+source = { kind = "phantom", cases = 4, shape = [24, 24, 24], structures = 2, seed = 5 }
+validation_fraction = 0.25
+[loader]
+workers = 1
+queue_length = 4
+samples_per_volume = 2
+[train]
+epochs = 2
+steps_per_epoch = 3
+max_validation_cases = 1
+"#;
+
+    fn tiny() -> Experiment {
+        Experiment::parse(TINY, Path::new("tiny.toml")).unwrap()
+    }
+
+    fn plan_at(exp: &Experiment, budget: Option<u64>) -> Result<TrainingPlan, PipelineError> {
+        let report = plan(&PlanRequest {
+            network: exp.network.clone(),
+            settings: exp.plan.clone(),
+            device: device_profile(&DeviceSelector::Cpu)?,
+            budget_bytes: budget,
+            median_shape: Some([24, 24, 24]),
+        })?;
+        Ok(report.training)
+    }
+
+    /// The smallest budget (to 1 %) at which the tiny experiment still plans batch 2 without accumulation:
+    /// a run that fails there has nothing to spare, as after a real out-of-memory.
+    fn tightest_batch_2_budget(exp: &Experiment) -> u64 {
+        let fits = |b: u64| plan_at(exp, Some(b)).is_ok_and(|p| p.batch_size == 2);
+        let (mut lo, mut hi) = (1u64 << 16, 1u64 << 36);
+        assert!(fits(hi) && !fits(lo));
+        while hi - lo > hi / 100 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid) { hi = mid } else { lo = mid }
+        }
+        hi
+    }
+
+    #[test]
+    fn an_out_of_memory_replans_to_a_smaller_batch_with_the_same_effective_batch() {
+        let exp = tiny();
+        let failed = plan_at(&exp, Some(tightest_batch_2_budget(&exp))).unwrap();
+        assert_eq!((failed.batch_size, failed.accumulation_steps), (2, 1));
+        let replan =
+            replan_after_out_of_memory(&failed, "can't allocate buffer of size: 1", 1, |b| plan_at(&exp, Some(b)))
+                .unwrap();
+        assert_eq!(replan.budget_bytes, (failed.budget_bytes as f64 * OOM_BUDGET_FACTOR) as u64);
+        assert!(replan.plan.batch_size < failed.batch_size, "{replan:?}");
+        assert!(replan.plan.accumulation_steps > failed.accumulation_steps, "{replan:?}");
+        assert_eq!(replan.plan.effective_batch, failed.effective_batch);
+        assert!(replan.plan.predicted_peak_bytes < failed.predicted_peak_bytes);
+        assert!(replan.detail.contains("batch 2×1 → 1×2"), "{}", replan.detail);
+        assert!(replan.detail.starts_with("can't allocate"), "the cause comes first: {}", replan.detail);
+    }
+
+    #[test]
+    fn replanning_gives_up_after_the_limit_and_when_nothing_smaller_fits() {
+        let exp = tiny();
+        let failed = plan_at(&exp, None).unwrap();
+        let too_many = replan_after_out_of_memory(&failed, "oom", MAX_REPLANS + 1, |_| unreachable!());
+        assert!(matches!(too_many, Err(PipelineError::OutOfMemory { .. })));
+        let same = replan_after_out_of_memory(&failed, "oom", 1, |_| Ok(failed.clone())).unwrap_err().to_string();
+        assert!(same.contains("no smaller plan"), "{same}");
+        let none = replan_after_out_of_memory(&failed, "oom", 1, |b| plan_at(&exp, Some(b / 10_000))).unwrap_err();
+        assert!(none.to_string().contains("no plan fits the reduced budget"), "{none}");
+    }
+
+    /// The first attempt trains one real epoch on the CPU (writing its checkpoint) and then reports an
+    /// out-of-memory, as the CUDA arm does when the runner panics allocating; `train` must re-plan and go
+    /// on from that checkpoint, not from scratch.
+    #[test]
+    fn train_resumes_from_the_last_checkpoint_after_an_out_of_memory() {
+        let exp = tiny();
+        let tmp = tempfile::tempdir().unwrap();
+        let run_dir = tmp.path().join("run");
+        let options = TrainOptions {
+            device: DeviceRequest::Cpu,
+            resume: None,
+            run_dir: run_dir.clone(),
+            budget_bytes: Some(tightest_batch_2_budget(&exp)),
+            stop_after_epochs: None,
+        };
+        let mut attempts = Vec::new();
+        let summary = train_with(&exp, &options, |ctx, device| {
+            attempts.push((ctx.plan.batch_size, ctx.plan.accumulation_steps, ctx.resume_from.clone()));
+            if attempts.len() > 1 {
+                return dispatch(ctx, device);
+            }
+            let one_epoch = RunContext {
+                experiment: ctx.experiment,
+                plan: ctx.plan.clone(),
+                source: ctx.source.clone(),
+                split: ctx.split.clone(),
+                run_dir: ctx.run_dir.clone(),
+                resume_from: ctx.resume_from.clone(),
+                windows_per_pass: ctx.windows_per_pass,
+                stop_after_epochs: Some(1),
+                preprocessing: ctx.preprocessing.clone(),
+            };
+            dispatch(&one_epoch, device)?;
+            Err(Attempt::OutOfMemory("can't allocate buffer of size: 123 (injected after epoch 1)".into()))
+        })
+        .unwrap();
+
+        let last = checkpoint::slot_dir(&run_dir, checkpoint::Slot::Last);
+        assert_eq!(attempts.len(), 2);
+        assert_eq!((attempts[0].0, attempts[0].1, attempts[0].2.clone()), (2, 1, None));
+        assert_eq!((attempts[1].0, attempts[1].1, attempts[1].2.clone()), (1, 2, Some(last.clone())));
+        assert_eq!(summary.replans, 1);
+        assert_eq!((summary.plan.batch_size, summary.plan.accumulation_steps), (1, 2));
+        assert_eq!((summary.epochs_done, summary.optimizer_steps), (2, 6));
+
+        let text = std::fs::read_to_string(run_dir.join(crate::trainer::metrics_log::METRICS_FILE)).unwrap();
+        let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let steps: Vec<u64> =
+            records.iter().filter(|r| r["kind"] == "step").map(|r| r["step"].as_u64().unwrap()).collect();
+        assert_eq!(steps, vec![1, 2, 3, 4, 5, 6], "epoch 1 is not trained twice");
+        let events: Vec<(&str, u64)> = records
+            .iter()
+            .filter(|r| r["kind"] == "event")
+            .map(|r| (r["event"].as_str().unwrap(), r["step"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(events, vec![("out_of_memory_replan", 3), ("resume", 3)]);
+        let state = checkpoint::load_state(&last).unwrap();
+        assert_eq!((state.plan.batch_size, state.plan.accumulation_steps), (1, 2), "the re-plan is checkpointed");
+    }
 
     #[test]
     fn recognises_cubecl_and_driver_oom_messages_only() {

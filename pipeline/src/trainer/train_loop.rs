@@ -41,6 +41,8 @@ pub struct RunContext<'a> {
     pub windows_per_pass: usize,
     /// Epoch count after which to stop early (the schedule still spans `train.epochs`).
     pub stop_after_epochs: Option<usize>,
+    /// What `source` applies to every case; recorded in checkpoints for `predict`.
+    pub preprocessing: voxplan_volumes::preprocess::Preprocessing,
 }
 
 /// What a finished (or interrupted) run reports.
@@ -68,7 +70,7 @@ pub fn run<B: AutodiffBackend>(
     B::seed(device, exp.seed);
     let mut model: UNet<B> = UNetConfig::new(plan.network.clone(), plan.precision).init(device);
     let mut optimizer: TrainOptimizer<B, UNet<B>> = build_optimizer(exp.plan.optimizer, cfg.weight_decay);
-    let mut scaler = LossScaler::for_precision(plan.precision);
+    let mut scaler = cfg.loss_scaler(plan.precision);
     let mut state = TrainState {
         format_version: checkpoint::STATE_FORMAT_VERSION,
         experiment: exp.name.clone(),
@@ -80,6 +82,7 @@ pub fn run<B: AutodiffBackend>(
         last_loss: None,
         loss_scale: scaler.is_enabled().then_some(scaler.scale() as f64),
         plan: plan.clone(),
+        preprocessing: ctx.preprocessing.clone(),
     };
     let mut log = MetricsLog::open(&ctx.run_dir)?;
     if let Some(dir) = &ctx.resume_from {
@@ -96,7 +99,12 @@ pub fn run<B: AutodiffBackend>(
             event: "resume".into(),
             detail: dir.display().to_string(),
         })?;
-        state = TrainState { plan: plan.clone(), ..saved };
+        state = TrainState {
+            format_version: checkpoint::STATE_FORMAT_VERSION,
+            plan: plan.clone(),
+            preprocessing: ctx.preprocessing.clone(),
+            ..saved
+        };
     }
 
     let total_steps = cfg.epochs * cfg.steps_per_epoch;
