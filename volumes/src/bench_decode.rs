@@ -1,9 +1,11 @@
-//! The NIfTI decode benchmark behind `voxplan bench decode`: throughput of [`crate::nifti::read_volume`]
-//! against libdeflate inflating the same bytes with nothing else done, and a BraTS-like case to run it on.
+//! The NIfTI decode benchmark behind `voxplan bench decode` and `cargo bench -p voxplan-volumes --bench
+//! decode`: throughput of what training reads from each file — images through [`crate::nifti::read_volume`]
+//! (scaled `f32`), label maps through [`crate::nifti::read_labels`] (checked `u16`) — against libdeflate
+//! inflating the same bytes with nothing else done, and a BraTS-like case to run it on.
 //!
 //! Both sides start from the compressed file in the page cache and allocate their output afresh, so the
 //! ratio measures what reading costs beyond inflation itself: header parsing, the file read, the in-place
-//! conversion to `f32` (byte swap + scaling) and the larger output.
+//! conversion (byte swap + scaling, label checks) and the larger output.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,25 +28,51 @@ const HEAD_FRACTION: f64 = 0.42;
 /// Scanner noise amplitude (int16 units) inside the head.
 const NOISE: f64 = 2.0;
 
+/// What a file is read as: the two paths training takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAs {
+    /// [`nifti::read_volume`]: scaled `f32` voxels.
+    Image,
+    /// [`nifti::read_labels`]: class indices as `u16`, every voxel checked.
+    Labels,
+}
+
+impl ReadAs {
+    /// `"f32"` / `"u16"`, for the table.
+    pub fn output_type(self) -> &'static str {
+        match self {
+            ReadAs::Image => "f32",
+            ReadAs::Labels => "u16",
+        }
+    }
+}
+
 /// Timing of one file.
 #[derive(Debug, Clone)]
 pub struct DecodeTiming {
     pub path: PathBuf,
+    pub read_as: ReadAs,
     pub compressed_bytes: u64,
     /// Bytes of stored voxels (what the file decompresses to, minus the header).
     pub stored_bytes: u64,
     pub voxels: u64,
-    /// Median wall time of `read_volume` (file → scaled `Vec<f32>`).
-    pub read_volume: Duration,
+    /// Median wall time of the read (`read_volume`: file → scaled `Vec<f32>`; `read_labels`: file →
+    /// checked `Vec<u16>`).
+    pub read: Duration,
+    /// Median CPU time of the reading thread (user + system, page faults included) over the same reads:
+    /// on a shared machine this is what one core costs, whatever else runs.
+    pub read_cpu: Duration,
     /// Median wall time of a bare libdeflate inflate of the in-memory file into a fresh buffer (`None` for an
     /// uncompressed file).
     pub inflate: Option<Duration>,
+    /// Median thread CPU time of the same inflations.
+    pub inflate_cpu: Option<Duration>,
 }
 
 impl DecodeTiming {
-    /// MB/s (10⁶ bytes) of stored voxel bytes delivered as `f32` by `read_volume`.
+    /// MB/s (10⁶ bytes) of stored voxel bytes delivered by the read.
     pub fn read_mb_s(&self) -> f64 {
-        self.stored_bytes as f64 / 1e6 / self.read_volume.as_secs_f64()
+        self.stored_bytes as f64 / 1e6 / self.read.as_secs_f64()
     }
     /// MB/s of the same stored bytes through inflation alone.
     pub fn inflate_mb_s(&self) -> Option<f64> {
@@ -52,45 +80,65 @@ impl DecodeTiming {
     }
 }
 
-/// Times `read_volume` and bare inflation on `path`, `repeats` times each, keeping the medians.
-pub fn time_file(path: &Path, repeats: usize) -> Result<DecodeTiming> {
+/// CPU time consumed so far by the calling thread (user + system), from `CLOCK_THREAD_CPUTIME_ID`.
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the call only writes it. On failure it stays zero.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
+}
+
+/// Wall and thread CPU time of `f`.
+fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(Duration, Duration, T)> {
+    let (wall, cpu) = (Instant::now(), thread_cpu_time());
+    let out = f()?;
+    Ok((wall.elapsed(), thread_cpu_time().saturating_sub(cpu), out))
+}
+
+/// Times the read training does (`read_as`) and bare inflation on `path`, `repeats` times each (reads and
+/// inflations alternate, so both see the same machine load), keeping the medians.
+pub fn time_file(path: &Path, read_as: ReadAs, repeats: usize) -> Result<DecodeTiming> {
     let compressed = std::fs::read(path).map_err(|e| VolumeError::io(path, e))?;
     let header = nifti::read_header(path)?;
+    let baseline = is_gzip(&compressed) && header.single_file;
+    let total = header.vox_offset as usize + header.data_bytes();
+    let mut inflater = libdeflater::Decompressor::new();
     let repeats = repeats.max(1);
-    let mut reads = Vec::with_capacity(repeats);
+    let (mut reads, mut read_cpus, mut inflates, mut inflate_cpus) = (vec![], vec![], vec![], vec![]);
     let mut voxels = 0;
     for _ in 0..repeats {
-        let t = Instant::now();
-        let v = nifti::read_volume(path)?;
-        reads.push(t.elapsed());
-        voxels = v.data.len() as u64;
-        drop(std::hint::black_box(v));
-    }
-    let inflate = if is_gzip(&compressed) && header.single_file {
-        let total = header.vox_offset as usize + header.data_bytes();
-        let mut d = libdeflater::Decompressor::new();
-        let mut times = Vec::with_capacity(repeats);
-        for _ in 0..repeats {
-            let t = Instant::now();
-            let mut out = vec![0u8; total];
-            let n = d.gzip_decompress(&compressed, &mut out).map_err(|e| VolumeError::CorruptGzip {
-                path: path.to_path_buf(),
-                problem: format!("{e} (the baseline handles single-member files only)"),
+        // The output is dropped after the clock stops, as the baseline's buffer is.
+        let (wall, cpu, n) = match read_as {
+            ReadAs::Image => timed(|| nifti::read_volume(path)).map(|(w, c, v)| (w, c, v.data.len()))?,
+            ReadAs::Labels => timed(|| nifti::read_labels(path)).map(|(w, c, l)| (w, c, l.data.len()))?,
+        };
+        reads.push(wall);
+        read_cpus.push(cpu);
+        voxels = n as u64;
+        if baseline {
+            let (wall, cpu, out) = timed(|| {
+                let mut out = vec![0u8; total];
+                inflater.gzip_decompress(&compressed, &mut out).map_err(|e| VolumeError::CorruptGzip {
+                    path: path.to_path_buf(),
+                    problem: format!("{e} (the baseline handles single-member files only)"),
+                })?;
+                Ok(out)
             })?;
-            times.push(t.elapsed());
-            std::hint::black_box((n, out));
+            std::hint::black_box(out);
+            inflates.push(wall);
+            inflate_cpus.push(cpu);
         }
-        Some(median(times))
-    } else {
-        None
-    };
+    }
     Ok(DecodeTiming {
         path: path.to_path_buf(),
+        read_as,
         compressed_bytes: compressed.len() as u64,
         stored_bytes: header.data_bytes() as u64,
         voxels,
-        read_volume: median(reads),
-        inflate,
+        read: median(reads),
+        read_cpu: median(read_cpus),
+        inflate: baseline.then(|| median(inflates)),
+        inflate_cpu: baseline.then(|| median(inflate_cpus)),
     })
 }
 
@@ -101,8 +149,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 /// Writes a BraTS-sized case into `dir`: `case_0000.nii.gz` … `case_0003.nii.gz` (int16) and
 /// `case_seg.nii.gz` (uint8), with a head-shaped foreground, smooth contrast, noise and three nested
-/// "tumour" labels. Returns the paths, images first.
-pub fn write_brats_like_case(dir: &Path) -> Result<Vec<PathBuf>> {
+/// "tumour" labels. Returns the paths with how training reads each, images first.
+pub fn write_brats_like_case(dir: &Path) -> Result<Vec<(PathBuf, ReadAs)>> {
     let [nx, ny, nz] = BRATS_SHAPE;
     let mut rng = ChaCha8Rng::seed_from_u64(CASE_SEED);
     let affine = [[-1.0, 0.0, 0.0, 120.0], [0.0, -1.0, 0.0, 120.0], [0.0, 0.0, 1.0, -77.0], [0.0, 0.0, 0.0, 1.0]];
@@ -144,10 +192,86 @@ pub fn write_brats_like_case(dir: &Path) -> Result<Vec<PathBuf>> {
         }
         let path = dir.join(format!("case_{c:04}.nii.gz"));
         nifti::write_volume(&path, &v, DataType::I16)?;
-        paths.push(path);
+        paths.push((path, ReadAs::Image));
     }
     let path = dir.join("case_seg.nii.gz");
     nifti::write_labels(&path, &labels, DataType::U8)?;
-    paths.push(path);
+    paths.push((path, ReadAs::Labels));
     Ok(paths)
+}
+
+/// The benchmark's table: one row per file, a total row, and a line saying what the columns mean.
+pub fn format_table(timings: &[DecodeTiming]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let _ = writeln!(
+        s,
+        "{:<24} {:>3} {:>6} {:>6} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6} {:>6}",
+        "file", "as", "gz MB", "raw MB", "read ms", "read cpu", "read MB/s", "infl ms", "infl cpu", "ratio", "cpu r."
+    );
+    let (mut read, mut read_cpu, mut infl, mut infl_cpu, mut stored) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let mut all_inflated = true;
+    let pct = |a: f64, b: f64| format!("{:.0} %", 100.0 * a / b);
+    for t in timings {
+        let name = t.path.file_name().map_or_else(|| t.path.display().to_string(), |n| n.to_string_lossy().into());
+        read += ms(t.read);
+        read_cpu += ms(t.read_cpu);
+        stored += t.stored_bytes as f64 / 1e6;
+        let cols = match (t.inflate, t.inflate_cpu) {
+            (Some(i), Some(ic)) => {
+                infl += ms(i);
+                infl_cpu += ms(ic);
+                [format!("{:.1}", ms(i)), format!("{:.1}", ms(ic)), pct(ms(i), ms(t.read)), pct(ms(ic), ms(t.read_cpu))]
+            }
+            _ => {
+                all_inflated = false;
+                ["-".into(), "-".into(), "-".into(), "-".into()]
+            }
+        };
+        let _ = writeln!(
+            s,
+            "{:<24} {:>3} {:>6.2} {:>6.2} {:>8.1} {:>8.1} {:>9.0} {:>8} {:>8} {:>6} {:>6}",
+            name,
+            t.read_as.output_type(),
+            t.compressed_bytes as f64 / 1e6,
+            t.stored_bytes as f64 / 1e6,
+            ms(t.read),
+            ms(t.read_cpu),
+            t.stored_bytes as f64 / 1e3 / ms(t.read_cpu),
+            cols[0],
+            cols[1],
+            cols[2],
+            cols[3]
+        );
+    }
+    if timings.len() > 1 {
+        let cols = if all_inflated {
+            [format!("{infl:.1}"), format!("{infl_cpu:.1}"), pct(infl, read), pct(infl_cpu, read_cpu)]
+        } else {
+            ["-".into(), "-".into(), "-".into(), "-".into()]
+        };
+        let _ = writeln!(
+            s,
+            "{:<24} {:>3} {:>6} {:>6.2} {:>8.1} {:>8.1} {:>9.0} {:>8} {:>8} {:>6} {:>6}",
+            "total",
+            "",
+            "",
+            stored,
+            read,
+            read_cpu,
+            stored * 1e3 / read_cpu,
+            cols[0],
+            cols[1],
+            cols[2],
+            cols[3]
+        );
+    }
+    let _ = writeln!(
+        s,
+        "as: what training reads (f32: read_volume, u16: read_labels). ms: median wall; cpu: median thread CPU \
+         ms. MB/s: stored bytes per CPU second. ratio: inflate time / read time, wall and CPU (100 % = the \
+         read costs nothing beyond libdeflate inflating the same bytes into a fresh buffer)."
+    );
+    s
 }
