@@ -2,7 +2,9 @@
 //! shift, gaussian noise. Geometric transforms move image and label voxels identically; intensity
 //! transforms touch the image only. Rotations need square axial patches (x = y) so the shape is kept.
 
-use rand::Rng;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
 
 use crate::config::AugmentConfig;
 use crate::volume::{linear_index, voxel_count};
@@ -22,7 +24,7 @@ impl Geometry {
     }
 
     /// Output voxel `(x, y, z)` reads input voxel `source(x, y, z)`: rotate, then flip.
-    fn source(&self, size: [usize; 3], x: usize, y: usize, z: usize) -> [usize; 3] {
+    pub(crate) fn source(&self, size: [usize; 3], x: usize, y: usize, z: usize) -> [usize; 3] {
         let n = size[0];
         let (rx, ry) = match self.quarter_turns % 4 {
             0 => (x, y),
@@ -66,10 +68,62 @@ impl Geometry {
     }
 }
 
-/// Draws and applies one augmentation to a patch: `image` is `[C, z, y, x]`, `labels` `[z, y, x]`.
-pub fn augment(image: &mut [f32], labels: &mut Vec<u16>, size: [usize; 3], cfg: &AugmentConfig, rng: &mut impl Rng) {
+/// The deterministic part of one patch's augmentation: geometry and intensity scale/shift. Drawn before
+/// the patch is cut, so that [`crate::crop::crop_transformed`] can apply it during the cut.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PatchTransform {
+    pub geometry: Geometry,
+    /// `(scale, shift)`: `v ↦ v·scale + shift` on every image voxel, padding included; `None` leaves
+    /// values untouched (augmentation disabled).
+    pub intensity: Option<(f32, f32)>,
+}
+
+impl PatchTransform {
+    /// Applies the transform to a patch already cut out (`image` `[C, z, y, x]`, `labels` `[z, y, x]`): the
+    /// reference definition the fused cut must equal, and the path for views that cannot cut fused.
+    pub fn apply_in_place(&self, image: &mut [f32], labels: &mut Vec<u16>, size: [usize; 3]) {
+        self.apply_to_image(image, size);
+        if !self.geometry.is_identity() {
+            let mut moved = Vec::with_capacity(labels.len());
+            self.geometry.apply_into(labels, size, &mut moved);
+            *labels = moved;
+        }
+    }
+
+    /// The image half of [`PatchTransform::apply_in_place`].
+    pub fn apply_to_image(&self, image: &mut [f32], size: [usize; 3]) {
+        let (scale, shift) = self.intensity.unwrap_or((1.0, 0.0));
+        if self.geometry.is_identity() {
+            if self.intensity.is_some() {
+                image.iter_mut().for_each(|v| *v = *v * scale + shift);
+            }
+            return;
+        }
+        let n = voxel_count(size);
+        let mut scratch = Vec::with_capacity(n);
+        for channel in image.chunks_mut(n) {
+            self.geometry.apply_into(channel, size, &mut scratch);
+            match self.intensity {
+                Some(_) => channel.iter_mut().zip(&scratch).for_each(|(v, &s)| *v = s * scale + shift),
+                None => channel.copy_from_slice(&scratch),
+            }
+        }
+    }
+}
+
+/// One patch's augmentation draw: the transform applied while cutting, then the noise (if any).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AugmentDraw {
+    pub transform: PatchTransform,
+    /// Standard deviation of the gaussian noise added after the transform.
+    pub noise_std: Option<f32>,
+}
+
+/// Draws one augmentation for a patch of `size` (nothing is drawn when augmentation is disabled). The draws
+/// come in a fixed order (flips, rotation, scale, shift, noise), so a seed reproduces the same patch.
+pub fn draw(size: [usize; 3], cfg: &AugmentConfig, rng: &mut impl Rng) -> AugmentDraw {
     if !cfg.enabled {
-        return;
+        return AugmentDraw::default();
     }
     let mut g = Geometry::default();
     for flip in g.flips.iter_mut() {
@@ -78,43 +132,39 @@ pub fn augment(image: &mut [f32], labels: &mut Vec<u16>, size: [usize; 3], cfg: 
     if size[0] == size[1] && rng.random_bool(cfg.rot90_probability.clamp(0.0, 1.0)) {
         g.quarter_turns = rng.random_range(1..=3);
     }
-    let draw = |rng: &mut dyn rand::RngCore, [lo, hi]: [f64; 2]| if hi > lo { rng.random_range(lo..hi) } else { lo };
-    let scale = draw(rng, cfg.intensity_scale) as f32;
-    let shift = draw(rng, cfg.intensity_shift) as f32;
-    if g.is_identity() {
-        image.iter_mut().for_each(|v| *v = *v * scale + shift);
-    } else {
-        // The intensity transform rides on the copy back from the scratch channel: one pass, not two.
-        let n = voxel_count(size);
-        let mut scratch = Vec::with_capacity(n);
-        for channel in image.chunks_mut(n) {
-            g.apply_into(channel, size, &mut scratch);
-            channel.iter_mut().zip(&scratch).for_each(|(v, &s)| *v = s * scale + shift);
-        }
-        let mut moved = Vec::with_capacity(n);
-        g.apply_into(labels, size, &mut moved);
-        *labels = moved;
-    }
+    let uniform = |rng: &mut dyn rand::RngCore, [lo, hi]: [f64; 2]| if hi > lo { rng.random_range(lo..hi) } else { lo };
+    let scale = uniform(rng, cfg.intensity_scale) as f32;
+    let shift = uniform(rng, cfg.intensity_shift) as f32;
+    let mut noise_std = None;
     if rng.random_bool(cfg.noise_probability.clamp(0.0, 1.0)) {
-        let std = draw(rng, cfg.noise_std);
+        let std = uniform(rng, cfg.noise_std);
         if std > 0.0 {
-            add_gaussian_noise(image, std as f32, rng);
+            noise_std = Some(std as f32);
         }
+    }
+    AugmentDraw { transform: PatchTransform { geometry: g, intensity: Some((scale, shift)) }, noise_std }
+}
+
+/// Draws and applies one augmentation to a patch: `image` is `[C, z, y, x]`, `labels` `[z, y, x]`. The loader
+/// applies the same draw fused with the cut ([`crate::crop::crop_transformed`]); this is the reference.
+pub fn augment(image: &mut [f32], labels: &mut Vec<u16>, size: [usize; 3], cfg: &AugmentConfig, rng: &mut impl Rng) {
+    let d = draw(size, cfg, rng);
+    d.transform.apply_in_place(image, labels, size);
+    if let Some(std) = d.noise_std {
+        add_gaussian_noise(image, std, rng);
     }
 }
 
-/// Adds N(0, std²) to every value: Box–Muller in f32 using both outputs of each pair, since noise on a
-/// 4-channel 128³ patch is 8 M draws and f64 transcendentals per voxel would dominate the loader.
-fn add_gaussian_noise(values: &mut [f32], std: f32, rng: &mut impl Rng) {
-    for pair in values.chunks_mut(2) {
-        let u1: f32 = 1.0 - rng.random::<f32>();
-        let u2: f32 = rng.random::<f32>();
-        let r = std * (-2.0 * u1.ln()).sqrt();
-        let (s, c) = (std::f32::consts::TAU * u2).sin_cos();
-        pair[0] += r * c;
-        if let Some(second) = pair.get_mut(1) {
-            *second += r * s;
-        }
+/// Adds N(0, std²) to every value. Noise on a 4-channel 128³ patch is 8 M draws: Box–Muller's logarithm,
+/// sine and cosine per pair made the noisy patches (15 % of them by default) the loader's most expensive
+/// step, and even ziggurat draws spent half their time refilling ChaCha blocks. So the patch's stream only
+/// seeds a xoshiro256++ generator (`SmallRng`: fast, statistically sound, not cryptographic — none is
+/// needed here) that feeds the ziggurat (`rand_distr`). Still a pure function of the patch's seed.
+pub fn add_gaussian_noise(values: &mut [f32], std: f32, rng: &mut impl Rng) {
+    let mut fast = SmallRng::seed_from_u64(rng.random());
+    for v in values.iter_mut() {
+        let z: f32 = fast.sample(StandardNormal);
+        *v += std * z;
     }
 }
 

@@ -4,7 +4,8 @@
 //! patch through memory-mapped I/O (the dataset source's streamed view), so a worker holds the label map
 //! and one patch, not the whole multi-channel image; [`NormalizedView`] normalises such patches on the fly.
 
-use crate::crop::{crop_into, overlap};
+use crate::augment::PatchTransform;
+use crate::crop::{crop_into, crop_transformed, overlap};
 use crate::error::Result;
 use crate::preprocess::{Normalization, Preprocessing};
 use crate::volume::{Labels, Volume, linear_index, voxel_count};
@@ -19,6 +20,21 @@ pub trait CaseView: Send {
     fn labels(&self) -> &Labels;
     /// Image patch `[C, z, y, x]` at `origin` (may be negative or run past the end: padded with 0).
     fn image_patch(&mut self, origin: [isize; 3], size: [usize; 3]) -> Result<Vec<f32>>;
+    /// The image patch at `origin` with `transform` applied, written over all of `out` (`[C, z, y, x]`, a
+    /// reused buffer). The default cuts, then transforms ([`PatchTransform::apply_in_place`]); views that
+    /// hold the whole case do both in one pass.
+    fn augmented_patch(
+        &mut self,
+        origin: [isize; 3],
+        size: [usize; 3],
+        transform: &PatchTransform,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let mut patch = self.image_patch(origin, size)?;
+        transform.apply_to_image(&mut patch, size);
+        out.copy_from_slice(&patch);
+        Ok(())
+    }
     /// Bytes this view keeps resident (for the loader's memory bound).
     fn resident_bytes(&self) -> u64;
 }
@@ -46,6 +62,24 @@ impl CaseView for InMemoryCase {
             crop_into(self.volume.channel(c), self.volume.shape, origin, size, &mut out[c * n..(c + 1) * n]);
         }
         Ok(out)
+    }
+    fn augmented_patch(
+        &mut self,
+        origin: [isize; 3],
+        size: [usize; 3],
+        transform: &PatchTransform,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let n = voxel_count(size);
+        let (shape, g) = (self.volume.shape, &transform.geometry);
+        for (c, dst) in out.chunks_exact_mut(n).enumerate().take(self.volume.channels) {
+            let src = self.volume.channel(c);
+            match transform.intensity {
+                Some((scale, shift)) => crop_transformed(src, shape, origin, size, g, 0.0, |v| v * scale + shift, dst),
+                None => crop_transformed(src, shape, origin, size, g, 0.0, |v| v, dst),
+            }
+        }
+        Ok(())
     }
     fn resident_bytes(&self) -> u64 {
         (self.volume.data.len() * 4 + self.labels.data.len() * 2) as u64

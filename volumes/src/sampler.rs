@@ -18,25 +18,25 @@ pub struct ClassLocations {
 }
 
 impl ClassLocations {
-    /// Two passes over the labels: count each class, then keep every `ceil(count / cap)`-th voxel.
+    /// Two passes over the labels: count each class, then keep every `ceil(count / cap)`-th voxel. The keep
+    /// decision is a per-class countdown, not a division per voxel (9 M of them on a BraTS case).
     pub fn compute(labels: &Labels, cap: usize) -> Self {
-        let mut counts: Vec<usize> = Vec::new();
+        let classes = labels.data.iter().copied().max().map_or(0, |m| usize::from(m) + 1);
+        let mut counts = vec![0usize; classes];
         for &l in &labels.data {
-            let l = usize::from(l);
-            if l >= counts.len() {
-                counts.resize(l + 1, 0);
-            }
-            counts[l] += 1;
+            counts[usize::from(l)] += 1;
         }
         let strides: Vec<usize> = counts.iter().map(|&c| c.div_ceil(cap.max(1)).max(1)).collect();
-        let mut seen = vec![0usize; counts.len()];
+        // Voxels of each class still to skip before the next kept one; the first of each class is kept.
+        let mut skip = vec![0usize; classes];
         let mut per_class: Vec<Vec<usize>> = counts.iter().map(|&c| Vec::with_capacity(c.min(cap))).collect();
         for (i, &l) in labels.data.iter().enumerate() {
             let l = usize::from(l);
-            if seen[l].is_multiple_of(strides[l]) {
+            if skip[l] == 0 {
                 per_class[l].push(i);
+                skip[l] = strides[l];
             }
-            seen[l] += 1;
+            skip[l] -= 1;
         }
         Self { per_class, shape: labels.shape }
     }

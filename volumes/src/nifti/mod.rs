@@ -23,6 +23,7 @@ mod read;
 mod write;
 
 pub use affine::quaternion_to_rotation;
+pub(crate) use buffer::{zeroed_f32, zeroed_u16};
 pub use datatype::DataType;
 pub use encode::{Quaternion, quaternion_of};
 pub use gzip::is_gzip;
