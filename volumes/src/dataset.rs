@@ -61,6 +61,39 @@ pub struct Dataset {
     pub cases: Vec<CaseFiles>,
 }
 
+/// Decodes one image per channel file straight into its place in a single buffer (huge pages advised):
+/// no per-channel volume, no concatenation. Appending channel volumes one by one cost a 36 MB copy and
+/// 4 KiB page faults on the regrown buffer per BraTS channel.
+fn read_channels(paths: &[PathBuf], label: &Path) -> Result<Volume> {
+    let headers = paths.iter().map(|p| nifti::read_header(p)).collect::<Result<Vec<_>>>()?;
+    let first = headers.first().ok_or_else(|| dataset_error(label, "case has no image files"))?;
+    let (shape, affine) = (first.shape, first.affine());
+    let mut offsets = Vec::with_capacity(headers.len());
+    let (mut floats, mut room) = (0usize, 0usize);
+    for (p, h) in paths.iter().zip(&headers) {
+        if h.shape != shape {
+            return Err(VolumeError::Mismatch {
+                path: p.clone(),
+                reference: paths[0].clone(),
+                problem: format!("channel shape {:?} vs {:?}", h.shape, shape),
+            });
+        }
+        let need = nifti::decode_room(h)
+            .and_then(|r| r.checked_add(floats))
+            .ok_or_else(|| dataset_error(p, "voxel data size overflows"))?;
+        offsets.push(floats);
+        room = room.max(need);
+        floats += h.voxel_count();
+    }
+    let mut data = nifti::zeroed_f32(room);
+    for ((p, h), &at) in paths.iter().zip(&headers).zip(&offsets) {
+        nifti::read_volume_into(p, h, &mut data[at..])?;
+    }
+    data.truncate(floats);
+    let channels = headers.iter().map(|h| h.channels).sum();
+    Ok(Volume { data, shape, channels, affine })
+}
+
 fn dataset_error(path: &Path, problem: impl Into<String>) -> VolumeError {
     VolumeError::Dataset { path: path.to_path_buf(), problem: problem.into() }
 }
@@ -290,20 +323,7 @@ impl CaseSource for DatasetSource {
         let labels = nifti::read_labels(&case.label)?;
         let volume = match &case.images {
             ImageFiles::FourD(p) => nifti::read_volume(p)?,
-            ImageFiles::PerChannel(paths) => {
-                let mut merged: Option<Volume> = None;
-                for p in paths {
-                    let v = nifti::read_volume(p)?;
-                    match merged.as_mut() {
-                        None => merged = Some(v),
-                        Some(m) => {
-                            m.data.extend_from_slice(&v.data);
-                            m.channels += v.channels;
-                        }
-                    }
-                }
-                merged.ok_or_else(|| dataset_error(&case.label, "case has no image files"))?
-            }
+            ImageFiles::PerChannel(paths) => read_channels(paths, &case.label)?,
         };
         if volume.shape != labels.shape {
             return Err(VolumeError::Mismatch {

@@ -44,17 +44,20 @@ pub fn buffer_units(n: usize, size: usize, lead: usize, width: usize) -> Option<
 /// Converts the `n` stored values occupying the last `n·size` bytes of `buf` into the first `n` floats,
 /// then truncates `buf` to them.
 pub fn convert_tail_in_place(mut buf: Vec<f32>, n: usize, layout: Layout) -> Vec<f32> {
-    let start = buf.len() * 4 - n * layout.datatype.size();
-    debug_assert!(start >= (4usize.saturating_sub(layout.datatype.size())) * n);
-    {
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
-        dispatch(bytes, start, n, layout, |bytes: &mut [u8], done: usize, values: &[f32]| {
-            bytes[done * 4..(done + values.len()) * 4].copy_from_slice(bytemuck::cast_slice(values));
-            true
-        });
-    }
+    convert_tail_slice(&mut buf, n, layout);
     buf.truncate(n);
     shrink_slack(buf, n)
+}
+
+/// [`convert_tail_in_place`] on a slice (a region of a larger buffer): afterwards `buf[..n]` holds the floats.
+pub fn convert_tail_slice(buf: &mut [f32], n: usize, layout: Layout) {
+    let start = buf.len() * 4 - n * layout.datatype.size();
+    debug_assert!(start >= (4usize.saturating_sub(layout.datatype.size())) * n);
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(buf);
+    dispatch(bytes, start, n, layout, |bytes: &mut [u8], done: usize, values: &[f32]| {
+        bytes[done * 4..(done + values.len()) * 4].copy_from_slice(bytemuck::cast_slice(values));
+        true
+    });
 }
 
 /// Converts the `n` stored values at the end of `buf` into the first `n` class indices, checking each: a

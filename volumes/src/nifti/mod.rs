@@ -31,7 +31,10 @@ pub use header::Header;
 pub use orientation::{io_orientation, orientation_codes, reorient_labels_to_ras, reorient_volume_to_ras};
 pub use patch_reader::PatchReader;
 pub use raw::Endian;
-pub use read::{read_header, read_labels, read_labels_from_bytes, read_volume, read_volume_from_bytes};
+pub use read::{
+    decode_room, read_header, read_labels, read_labels_from_bytes, read_volume, read_volume_from_bytes,
+    read_volume_into,
+};
 pub use write::{write_labels, write_volume};
 
 /// Parses a header from the first bytes of a file (already decompressed), for tools and fuzzing.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use memmap2::MmapOptions;
 
 use super::buffer::{zeroed_f32, zeroed_u16};
-use super::convert::{BadLabel, Layout, buffer_units, convert_tail_in_place, labels_tail_in_place};
+use super::convert::{BadLabel, Layout, buffer_units, convert_tail_in_place, convert_tail_slice, labels_tail_in_place};
 use super::files::{pair_images, resolve};
 use super::gzip::{MAX_DEFLATE_RATIO, inflate_exact, inflate_prefix, is_gzip};
 use super::header::{Header, parse};
@@ -33,6 +33,39 @@ impl Output for u16 {
     }
 }
 
+/// Where a decode puts the stored voxels: the tail of a region of `units` outputs it asks for once the
+/// file's sizes have been checked (so a forged header never triggers a huge allocation).
+trait Room<T> {
+    fn room(&mut self, path: &Path, units: usize) -> Result<&mut [T]>;
+}
+
+/// A fresh buffer of exactly the size asked for.
+struct Fresh<T>(Vec<T>);
+
+impl<T: Output> Room<T> for Fresh<T> {
+    fn room(&mut self, _: &Path, units: usize) -> Result<&mut [T]> {
+        self.0 = T::fresh(units);
+        Ok(&mut self.0)
+    }
+}
+
+/// The front of a caller's buffer; records how much was used.
+struct Given<'a, T> {
+    buf: &'a mut [T],
+    used: usize,
+}
+
+impl<T> Room<T> for Given<'_, T> {
+    fn room(&mut self, path: &Path, units: usize) -> Result<&mut [T]> {
+        let len = self.buf.len();
+        self.used = units;
+        self.buf.get_mut(..units).ok_or_else(|| VolumeError::BadHeader {
+            path: path.to_path_buf(),
+            problem: format!("decoding needs room for {units} values; the buffer holds {len}"),
+        })
+    }
+}
+
 /// Reads and validates the header of `path` without touching voxel data (a `.gz` is inflated only as
 /// far as the header).
 pub fn read_header(path: &Path) -> Result<Header> {
@@ -55,7 +88,9 @@ pub fn read_header(path: &Path) -> Result<Header> {
 /// Reads an image as scaled `f32` voxels; a 4-D image's fourth axis becomes channels.
 pub fn read_volume(path: &Path) -> Result<Volume> {
     let header = read_header(path)?;
-    let raw = read_voxels::<f32>(path, &header)?;
+    let mut fresh = Fresh(Vec::new());
+    read_voxels::<f32>(path, &header, &mut fresh)?;
+    let raw = fresh.0;
     let data = convert_tail_in_place(raw, header.voxel_count(), layout(&header));
     Ok(Volume { data, shape: header.shape, channels: header.channels, affine: header.affine() })
 }
@@ -65,16 +100,36 @@ pub fn read_volume(path: &Path) -> Result<Volume> {
 pub fn read_labels(path: &Path) -> Result<Labels> {
     let header = read_header(path)?;
     check_one_channel(path, &header)?;
-    let raw = read_voxels::<u16>(path, &header)?;
-    labels_of(path, &header, raw)
+    let mut fresh = Fresh(Vec::new());
+    read_voxels::<u16>(path, &header, &mut fresh)?;
+    labels_of(path, &header, fresh.0)
+}
+
+/// Floats a buffer must offer [`read_volume_into`] for an image with this header: the decoded voxels take
+/// the first `voxel_count()` of them, the rest is room for the stored bytes and the gzip stream's lead.
+pub fn decode_room(header: &Header) -> Option<usize> {
+    buffer_units(header.voxel_count(), header.datatype.size(), usize::try_from(header.vox_offset).ok()?, 4)
+}
+
+/// Decodes the image at `path` (whose header the caller has read) as scaled `f32` into the front of `out`,
+/// which must hold [`decode_room`] floats: `out[..voxel_count]` receives the voxels, the rest is scratch.
+/// Lets a caller decode several channel files into one buffer, each straight into its place, with no
+/// per-channel allocation and no copy.
+pub fn read_volume_into(path: &Path, header: &Header, out: &mut [f32]) -> Result<()> {
+    let mut given = Given { buf: out, used: 0 };
+    read_voxels::<f32>(path, header, &mut given)?;
+    let used = given.used;
+    convert_tail_slice(&mut out[..used], header.voxel_count(), layout(header));
+    Ok(())
 }
 
 /// Decodes a complete single-file image (`.nii` bytes, gzipped or not) held in memory. `name` only labels
 /// errors. This is the entry point fuzzing drives: it must return an error, never panic, on any input.
 pub fn read_volume_from_bytes(name: &Path, bytes: &[u8]) -> Result<Volume> {
     let header = header_of_bytes(name, bytes)?;
-    let raw = voxels_of_bytes::<f32>(name, bytes, &header)?;
-    let data = convert_tail_in_place(raw, header.voxel_count(), layout(&header));
+    let mut fresh = Fresh(Vec::new());
+    voxels_of_bytes::<f32>(name, bytes, &header, &mut fresh)?;
+    let data = convert_tail_in_place(fresh.0, header.voxel_count(), layout(&header));
     Ok(Volume { data, shape: header.shape, channels: header.channels, affine: header.affine() })
 }
 
@@ -82,8 +137,9 @@ pub fn read_volume_from_bytes(name: &Path, bytes: &[u8]) -> Result<Volume> {
 pub fn read_labels_from_bytes(name: &Path, bytes: &[u8]) -> Result<Labels> {
     let header = header_of_bytes(name, bytes)?;
     check_one_channel(name, &header)?;
-    let raw = voxels_of_bytes::<u16>(name, bytes, &header)?;
-    labels_of(name, &header, raw)
+    let mut fresh = Fresh(Vec::new());
+    voxels_of_bytes::<u16>(name, bytes, &header, &mut fresh)?;
+    labels_of(name, &header, fresh.0)
 }
 
 fn header_of_bytes(name: &Path, bytes: &[u8]) -> Result<Header> {
@@ -98,16 +154,16 @@ fn header_of_bytes(name: &Path, bytes: &[u8]) -> Result<Header> {
     Ok(header)
 }
 
-fn voxels_of_bytes<T: Output>(name: &Path, bytes: &[u8], header: &Header) -> Result<Vec<T>> {
+fn voxels_of_bytes<T: Output>(name: &Path, bytes: &[u8], header: &Header, dest: &mut impl Room<T>) -> Result<()> {
     if is_gzip(bytes) {
-        decode_gzip(name, bytes, header)
+        decode_gzip(name, bytes, header, dest)
     } else {
-        decode_plain(name, &mut std::io::Cursor::new(bytes), bytes.len() as u64, header)
+        decode_plain(name, &mut std::io::Cursor::new(bytes), bytes.len() as u64, header, dest)
     }
 }
 
 /// Voxels of `path` as stored, at the tail of an output buffer, from whichever file holds them.
-fn read_voxels<T: Output>(path: &Path, header: &Header) -> Result<Vec<T>> {
+fn read_voxels<T: Output>(path: &Path, header: &Header, dest: &mut impl Room<T>) -> Result<()> {
     let set = resolve(path);
     let data_file = if header.single_file {
         set.header.clone()
@@ -126,9 +182,9 @@ fn read_voxels<T: Output>(path: &Path, header: &Header) -> Result<Vec<T>> {
         // the file while mapped is the documented caveat of every mmap-based reader (see PatchReader).
         let compressed =
             unsafe { MmapOptions::new().populate().map(&file) }.map_err(|e| VolumeError::io(&data_file, e))?;
-        decode_gzip(&data_file, &compressed, header)
+        decode_gzip(&data_file, &compressed, header, dest)
     } else {
-        decode_plain(&data_file, &mut file, len, header)
+        decode_plain(&data_file, &mut file, len, header, dest)
     }
 }
 
@@ -144,7 +200,13 @@ fn layout(header: &Header) -> Layout {
 }
 
 /// Uncompressed data: checks the size first, then reads straight into the tail of the output buffer.
-fn decode_plain<T: Output>(path: &Path, src: &mut (impl Read + Seek), len: u64, header: &Header) -> Result<Vec<T>> {
+fn decode_plain<T: Output>(
+    path: &Path,
+    src: &mut (impl Read + Seek),
+    len: u64,
+    header: &Header,
+    dest: &mut impl Room<T>,
+) -> Result<()> {
     let need = header.data_bytes() as u64;
     if header.vox_offset > len {
         return Err(VolumeError::BadHeader {
@@ -161,17 +223,17 @@ fn decode_plain<T: Output>(path: &Path, src: &mut (impl Read + Seek), len: u64, 
             available: len.saturating_sub(header.vox_offset),
         });
     }
-    let mut buf = alloc::<T>(path, header, 0)?;
-    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
+    let region = dest.room(path, units::<T>(path, header, 0)?)?;
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(region);
     let tail = bytes.len() - header.data_bytes();
     src.seek(SeekFrom::Start(header.vox_offset)).map_err(|e| VolumeError::io(path, e))?;
     src.read_exact(&mut bytes[tail..]).map_err(|e| VolumeError::io(path, e))?;
-    Ok(buf)
+    Ok(())
 }
 
 /// Gzipped data: the stream from byte 0 (header, extensions, gap, voxels) is inflated in one libdeflate
 /// pass into the tail of the output buffer, so the voxels end exactly at its end.
-fn decode_gzip<T: Output>(path: &Path, compressed: &[u8], header: &Header) -> Result<Vec<T>> {
+fn decode_gzip<T: Output>(path: &Path, compressed: &[u8], header: &Header, dest: &mut impl Room<T>) -> Result<()> {
     let need = header.data_bytes() as u64;
     let lead = header.vox_offset;
     let total = lead.checked_add(need);
@@ -186,8 +248,8 @@ fn decode_gzip<T: Output>(path: &Path, compressed: &[u8], header: &Header) -> Re
         });
     }
     let lead = lead as usize;
-    let mut buf = alloc::<T>(path, header, lead)?;
-    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
+    let region = dest.room(path, units::<T>(path, header, lead)?)?;
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(region);
     let from = bytes.len() - header.data_bytes() - lead;
     inflate_exact(path, compressed, &mut bytes[from..]).map_err(|e| match e {
         VolumeError::Truncated { path, available, .. } => VolumeError::Truncated {
@@ -198,16 +260,14 @@ fn decode_gzip<T: Output>(path: &Path, compressed: &[u8], header: &Header) -> Re
         },
         other => other,
     })?;
-    Ok(buf)
+    Ok(())
 }
 
-/// A buffer with room for the outputs and, at its end, `lead` bytes plus the stored voxels.
-fn alloc<T: Output>(path: &Path, header: &Header, lead: usize) -> Result<Vec<T>> {
+/// Outputs a region must hold for the outputs and, at its end, `lead` bytes plus the stored voxels.
+fn units<T: Output>(path: &Path, header: &Header, lead: usize) -> Result<usize> {
     let width = std::mem::size_of::<T>();
-    let units = buffer_units(header.voxel_count(), header.datatype.size(), lead, width).ok_or_else(|| {
-        VolumeError::BadHeader { path: path.to_path_buf(), problem: "voxel data size overflows".into() }
-    })?;
-    Ok(T::fresh(units))
+    buffer_units(header.voxel_count(), header.datatype.size(), lead, width)
+        .ok_or_else(|| VolumeError::BadHeader { path: path.to_path_buf(), problem: "voxel data size overflows".into() })
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
