@@ -37,6 +37,9 @@ pub trait CaseView: Send {
     }
     /// Bytes this view keeps resident (for the loader's memory bound).
     fn resident_bytes(&self) -> u64;
+    /// Called when the loader is done with the case: a decoded view hands its image buffer to this thread's
+    /// next decode instead of returning it to the kernel (see `nifti::buffer`). Default: just drop.
+    fn recycle(self: Box<Self>) {}
 }
 
 /// A fully decoded case.
@@ -83,6 +86,9 @@ impl CaseView for InMemoryCase {
     }
     fn resident_bytes(&self) -> u64 {
         (self.volume.data.len() * 4 + self.labels.data.len() * 2) as u64
+    }
+    fn recycle(self: Box<Self>) {
+        crate::nifti::give_back_f32(self.volume.data);
     }
 }
 
@@ -161,6 +167,9 @@ impl CaseView for NormalizedView {
     }
     fn resident_bytes(&self) -> u64 {
         self.inner.resident_bytes()
+    }
+    fn recycle(self: Box<Self>) {
+        self.inner.recycle();
     }
 }
 

@@ -52,6 +52,7 @@ pub fn crop_into<T: Copy>(src: &[T], shape: [usize; 3], origin: [isize; 3], size
 /// Along an output row the source position moves by a unit step along x or y (a flip or a quarter turn
 /// never moves it along z), so each row is one contiguous or strided run of the source, clipped to the
 /// volume, with padding on either side.
+#[allow(clippy::too_many_arguments)] // crop_padded's five plus the transform, its map, and the output
 pub fn crop_transformed<T: Copy, U: Copy>(
     src: &[T],
     shape: [usize; 3],

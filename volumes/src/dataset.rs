@@ -85,7 +85,7 @@ fn read_channels(paths: &[PathBuf], label: &Path) -> Result<Volume> {
         room = room.max(need);
         floats += h.voxel_count();
     }
-    let mut data = nifti::zeroed_f32(room);
+    let mut data = nifti::reuse_or_zeroed_f32(room);
     for ((p, h), &at) in paths.iter().zip(&headers).zip(&offsets) {
         nifti::read_volume_into(p, h, &mut data[at..])?;
     }

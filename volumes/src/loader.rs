@@ -169,6 +169,7 @@ impl WorkerPlan {
                     return;
                 }
             }
+            view.recycle();
         }
     }
 }

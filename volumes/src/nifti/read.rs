@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::MmapOptions;
 
-use super::buffer::{zeroed_f32, zeroed_u16};
+use super::buffer::{reuse_or_zeroed_f32, zeroed_u16};
 use super::convert::{BadLabel, Layout, buffer_units, convert_tail_in_place, convert_tail_slice, labels_tail_in_place};
 use super::files::{pair_images, resolve};
 use super::gzip::{MAX_DEFLATE_RATIO, inflate_exact, inflate_prefix, is_gzip};
@@ -17,13 +17,14 @@ use crate::volume::{Labels, Volume};
 
 /// The element a read produces: scaled `f32` for images, checked `u16` for label maps.
 trait Output: bytemuck::Pod {
-    /// A fresh zeroed buffer of `n` elements (huge pages advised when large).
+    /// A buffer of `n` elements to decode into: fresh zeros (huge pages advised when large), or for images
+    /// the thread's spare buffer (see `buffer::give_back_f32`).
     fn fresh(n: usize) -> Vec<Self>;
 }
 
 impl Output for f32 {
     fn fresh(n: usize) -> Vec<f32> {
-        zeroed_f32(n)
+        reuse_or_zeroed_f32(n)
     }
 }
 
