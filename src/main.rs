@@ -25,6 +25,11 @@ enum Command {
     Train(cmd::train::Args),
     /// Segment NIfTI volumes with a trained checkpoint.
     Predict(cmd::predict::Args),
+    /// Fit the planner's backend constants to real steps of a zoo's calibration half; write a profile.
+    Calibrate(cmd::calibrate::Args),
+    /// Internal: measure one zoo configuration's step (JSON on stdin and stdout); run by `bench planner`.
+    #[command(name = "probe-step", hide = true)]
+    ProbeStep,
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +48,8 @@ fn main() -> std::process::ExitCode {
         Command::Plan(a) => cmd::plan::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Predict(a) => cmd::predict::run(a),
+        Command::Calibrate(a) => cmd::calibrate::run(a),
+        Command::ProbeStep => cmd::probe_step::run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

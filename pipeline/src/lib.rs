@@ -11,6 +11,8 @@ pub mod optim;
 pub mod precision;
 pub mod predict;
 pub mod sliding_window;
+pub mod step_probe;
+pub mod step_probe_cuda;
 pub mod trainer;
 
 pub use device::{ComputeDevice, DeviceRequest};

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::device::{BackendModel, CalibrationRecord, ProfileFile};
 use crate::error::PlanError;
 use crate::timeline::Components;
 
@@ -80,6 +81,43 @@ pub fn fit(samples: &[Sample]) -> Result<FittedConstants, PlanError> {
         fixed_overhead_bytes: fixed.round() as u64,
         rms_relative_error: (se / samples.len() as f64).sqrt(),
     })
+}
+
+/// The backend model with fitted constants applied to `base` (the constants the samples' components were
+/// simulated with): activation scale and workspace factors multiplied, the intercept as the step overhead.
+/// The fixed (non-heap, non-pool) overhead is not fitted: the measurements cannot see it.
+pub fn calibrated_backend(base: &BackendModel, fit: &FittedConstants, source: String) -> BackendModel {
+    BackendModel {
+        activation_scale: base.activation_scale * fit.activation_scale,
+        conv_backward_workspace_factor: base.conv_backward_workspace_factor * fit.workspace_factor_scale,
+        conv_forward_workspace_factor: base.conv_forward_workspace_factor * fit.workspace_factor_scale,
+        step_overhead_bytes: fit.fixed_overhead_bytes,
+        source,
+        ..base.clone()
+    }
+}
+
+/// The profile file's text: a comment saying what it is, then the TOML of `profile`.
+pub fn profile_toml(profile: &ProfileFile) -> Result<String, PlanError> {
+    let body = toml::to_string(profile).map_err(|e| PlanError::Calibration(format!("serialising the profile: {e}")))?;
+    Ok(format!(
+        "# A calibrated device profile written by `voxplan calibrate` (see [calibration] for how it was obtained).\n\
+         # Use it with `voxplan bench planner --profile FILE`, or for every plan of a process by setting\n\
+         # {}=FILE (voxplan plan / train).\n\n{body}",
+        crate::device::PROFILE_ENV
+    ))
+}
+
+/// Builds the profile file from a fit.
+pub fn profile_file(base: &BackendModel, fit: &FittedConstants, record: CalibrationRecord) -> ProfileFile {
+    let source = format!(
+        "voxplan calibrate on {} at {}: {} samples, fit residual {:.2} % rms",
+        record.machine,
+        record.date,
+        record.samples,
+        100.0 * record.rms_relative_error
+    );
+    ProfileFile { backend: calibrated_backend(base, fit, source), calibration: record }
 }
 
 /// Gaussian elimination on the `active` sub-system.

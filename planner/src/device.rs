@@ -34,7 +34,12 @@ pub struct BackendModel {
     /// The same for conv forward.
     pub conv_forward_workspace_factor: f64,
     /// Bytes the process holds outside the step (CUDA context and autotune, or the CPU process baseline).
+    /// Not a tensor: the counting allocator and cubecl's pools do not see it.
     pub fixed_overhead_bytes: u64,
+    /// Bytes a step holds at its peak that no modelled tensor accounts for (autodiff graph bookkeeping,
+    /// per-thread scratch): the intercept `voxplan calibrate` fits. Counted with the fixed overhead.
+    #[serde(default)]
+    pub step_overhead_bytes: u64,
     /// Every allocation is padded to a multiple of this.
     pub allocation_alignment: u64,
     /// Whether allocations come from cubecl's SubSlices page pools (reserved ≥ in use).
@@ -53,8 +58,56 @@ struct BackendsFile {
     cuda: BackendModel,
 }
 
-/// The embedded model of a backend.
+/// Environment variable naming a calibrated profile (written by `voxplan calibrate`) that replaces the
+/// embedded constants of its backend for every plan this process makes (`plan`, `train`, `bench planner`).
+pub const PROFILE_ENV: &str = "VOXPLAN_DEVICE_PROFILE";
+
+/// How a calibrated profile was obtained: kept in the file beside the constants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationRecord {
+    pub machine: String,
+    /// UTC date and time of the run.
+    pub date: String,
+    pub command: String,
+    pub zoo: String,
+    /// Zoo entries measured and fitted.
+    pub samples: usize,
+    /// Root-mean-square relative error of the fit over its samples.
+    pub rms_relative_error: f64,
+    /// The fitted multipliers, relative to the embedded constants.
+    pub activation_scale_factor: f64,
+    pub workspace_factor_scale: f64,
+}
+
+/// A calibrated device profile file (`configs/devices/<name>.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileFile {
+    pub backend: BackendModel,
+    pub calibration: CalibrationRecord,
+}
+
+/// Reads a calibrated profile file.
+pub fn load_profile(path: &std::path::Path) -> Result<ProfileFile, PlanError> {
+    let err = |problem: String| PlanError::File { path: path.display().to_string(), problem };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    toml::from_str(&text).map_err(|e| err(e.to_string()))
+}
+
+/// The embedded model of a backend, unless [`PROFILE_ENV`] names a calibrated profile for that backend.
 pub fn backend_model(kind: BackendKind) -> Result<BackendModel, PlanError> {
+    if let Some(path) = std::env::var_os(PROFILE_ENV) {
+        let profile = load_profile(std::path::Path::new(&path))?;
+        if profile.backend.kind == kind {
+            return Ok(profile.backend);
+        }
+    }
+    embedded_backend_model(kind)
+}
+
+/// The constants compiled in from `configs/devices/backends.toml`.
+pub fn embedded_backend_model(kind: BackendKind) -> Result<BackendModel, PlanError> {
     let file: BackendsFile = toml::from_str(BACKENDS_TOML)
         .map_err(|e| PlanError::DeviceTable { file: "configs/devices/backends.toml".into(), problem: e.to_string() })?;
     let mut m = match kind {

@@ -25,6 +25,9 @@ pub enum PlanError {
          a budget of at least {needed_budget} would work"
     )]
     DoesNotFit { budget: String, patch: [usize; 3], how: String, needed: String, needed_budget: String },
+    /// A zoo or device-profile file could not be read or parsed.
+    #[error("{path}: {problem}")]
+    File { path: String, problem: String },
     /// Calibration samples cannot determine the constants.
     #[error("calibration: {0}")]
     Calibration(String),

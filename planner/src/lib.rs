@@ -8,8 +8,11 @@
 //! - [`planner`]: the decisions (batch, accumulation, precision, norm, checkpointing, patch, LR);
 //!   [`inference`]: windows per forward pass; [`autoconfig`]: nnU-Net-style network from a fingerprint.
 //! - [`report`] and [`render`]: the report and its text/JSON/Markdown/HTML forms.
-//! - [`calibration`]: fits the backend constants to measured steps.
+//! - [`calibration`]: fits the backend constants to measured steps; [`zoo`] and [`accuracy`]: the
+//!   configurations measured against the plan, and prediction set beside measurement.
 
+pub mod accuracy;
+pub mod accuracy_report;
 mod allocator;
 pub mod autoconfig;
 pub mod calibration;
@@ -26,6 +29,7 @@ pub mod settings;
 pub mod spec;
 pub mod timeline;
 pub mod units;
+pub mod zoo;
 
 pub use autoconfig::auto_configure;
 pub use device::{BackendKind, BackendModel, DeviceKind, DeviceProfile, DeviceSelector, device_profile};

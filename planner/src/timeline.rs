@@ -269,7 +269,7 @@ fn walk(g: &Graph, req: &SimRequest) -> Timeline {
         alloc: new_allocator(req.device),
         comps: Components::default(),
         oversized: None,
-        fixed: req.device.backend.fixed_overhead_bytes,
+        fixed: req.device.backend.fixed_overhead_bytes + req.device.backend.step_overhead_bytes,
     };
     // Model state for the whole step: params, optimizer state, accumulator, BatchNorm statistics.
     let p_bytes = g.param_count * F32_BYTES;

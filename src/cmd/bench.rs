@@ -19,6 +19,8 @@ enum What {
     Decode(DecodeArgs),
     /// Patch loader throughput: 128³ patches/s through the queues from BraTS-sized .nii.gz cases, peak RSS.
     Loader(crate::cmd::bench_loader::Args),
+    /// Planner accuracy: plan each zoo configuration, run real steps, compare predicted and measured peaks.
+    Planner(crate::cmd::bench_planner::Args),
 }
 
 #[derive(clap::Args)]
@@ -40,6 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Decode(a) => decode(a),
         What::Loader(a) => crate::cmd::bench_loader::run(a),
+        What::Planner(a) => crate::cmd::bench_planner::run(a),
     }
 }
 

@@ -2,8 +2,11 @@
 
 pub mod bench;
 pub mod bench_loader;
+pub mod bench_planner;
+pub mod calibrate;
 pub mod inspect;
 pub mod phantoms;
 pub mod plan;
 pub mod predict;
+pub mod probe_step;
 pub mod train;

@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod metrics_log;
 pub mod progress;
 pub mod session;
+pub mod step;
 pub mod train_loop;
 pub mod validation;
 

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::GradientsAccumulator;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use voxplan_planner::TrainingPlan;
 use voxplan_volumes::{CaseSource, PatchLoader, Split};
 
@@ -22,10 +22,11 @@ use crate::loss::DiceCeLoss;
 use crate::memory::MemoryMeter;
 use crate::model::{UNet, UNetConfig};
 use crate::optim::{LrSchedule, TrainOptimizer, build_optimizer};
-use crate::precision::{LossScaler, ScaledStep, unscale_and_check};
+use crate::precision::LossScaler;
 use crate::trainer::checkpoint::{self, SAFETENSORS_FILE, Slot, TrainState};
 use crate::trainer::metrics_log::{EventRecord, MetricsLog, StepRecord, ValidationRecord};
 use crate::trainer::progress::Progress;
+use crate::trainer::step::{MicroOutcome, StepPoint, micro_batch, optimizer_update};
 use crate::trainer::validation::validate;
 
 /// Everything a run needs that does not depend on the backend.
@@ -149,31 +150,31 @@ pub fn run<B: AutodiffBackend>(
                     Tensor::<B, 5>::from_data(TensorData::new(batch.images, [n, batch.channels, pz, py, px]), device);
                 let labels_i: Vec<i32> = batch.labels.iter().map(|&v| i32::from(v)).collect();
                 let labels = Tensor::<B, 4, Int>::from_data(TensorData::new(labels_i, [n, pz, py, px]), device);
-                let outputs = model.forward(images);
-                meter.poll();
-                let loss = loss_fn.forward(&outputs, labels);
-                let value: f64 = loss.clone().into_scalar().elem();
-                if !value.is_finite() {
-                    progress.finish();
-                    return Err(PipelineError::NonFiniteLoss {
-                        loss: value,
-                        step: state.optimizer_steps,
-                        epoch,
-                        micro_batch: micro,
-                        last_checkpoint: last_checkpoint(&ctx.run_dir),
-                    });
-                }
+                let mut poll = |_: StepPoint| meter.poll();
+                let outcome =
+                    micro_batch(&model, &loss_fn, images, labels, scaler.scale(), accum, &mut accumulator, &mut poll);
+                let value = match outcome {
+                    MicroOutcome::Accumulated { loss } => loss,
+                    MicroOutcome::NonFiniteLoss { loss } => {
+                        progress.finish();
+                        return Err(PipelineError::NonFiniteLoss {
+                            loss,
+                            step: state.optimizer_steps,
+                            epoch,
+                            micro_batch: micro,
+                            last_checkpoint: last_checkpoint(&ctx.run_dir),
+                        });
+                    }
+                };
                 step_loss += value / accum as f64;
-                let scaled = loss.mul_scalar(scaler.scale() as f64 / accum as f64);
-                let grads = GradientsParams::from_grads(scaled.backward(), &model);
-                meter.poll();
-                accumulator.accumulate(&model, grads);
                 samples += n;
             }
-            let (grads, finite) = unscale_and_check(&model, accumulator.grads(), scaler.scale());
             let lr = schedule.lr(state.optimizer_steps);
-            let skipped = scaler.update(finite) == ScaledStep::Skip;
-            if skipped && !scaler.is_enabled() {
+            let scaling = scaler.is_enabled();
+            let (updated, skipped) =
+                optimizer_update(model, &mut optimizer, &mut scaler, &mut accumulator, lr, &mut |_| {});
+            model = updated;
+            if skipped && !scaling {
                 progress.finish();
                 return Err(PipelineError::NonFiniteLoss {
                     loss: f64::NAN,
@@ -182,9 +183,6 @@ pub fn run<B: AutodiffBackend>(
                     micro_batch: accum - 1,
                     last_checkpoint: last_checkpoint(&ctx.run_dir),
                 });
-            }
-            if !skipped {
-                model = optimizer.step(lr, model, grads);
             }
             state.optimizer_steps += 1;
             let mem = meter.end_step();

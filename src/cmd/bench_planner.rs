@@ -1,0 +1,126 @@
+//! `voxplan bench planner`: plans every configuration of a zoo, runs real training steps of each in its
+//! own child process, and prints predicted against measured peak, the relative error, and the phase where
+//! the two disagree most; the hold-out half's median and worst error close the table.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use voxplan_pipeline::step_probe::{ProbeRequest, probe_in_child};
+use voxplan_pipeline::{ComputeDevice, DeviceRequest};
+use voxplan_planner::accuracy::{Comparison, compare, predict};
+use voxplan_planner::accuracy_report::{markdown, text_header, text_row, text_summary};
+use voxplan_planner::device::load_profile;
+use voxplan_planner::zoo::{ZooConfig, load_zoo, select};
+use voxplan_planner::{DeviceProfile, DeviceSelector, device_profile};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Zoo file; default `configs/zoo/cpu.toml` or `configs/zoo/cuda.toml` for the device.
+    #[arg(long)]
+    zoo: Option<PathBuf>,
+    /// Device whose steps are measured: cpu or cuda (cuda:N).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Only these configurations (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Plan with a calibrated profile (written by `voxplan calibrate`) instead of the embedded constants.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Write the Markdown table (for docs/planner-accuracy.md) here.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Write every prediction and measurement as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Warm-up steps before measuring.
+    #[arg(long, default_value_t = voxplan_pipeline::step_probe::DEFAULT_WARMUP_STEPS)]
+    warmup: usize,
+    /// Measured steps per configuration (each figure is the largest over them).
+    #[arg(long, default_value_t = voxplan_pipeline::step_probe::DEFAULT_MEASURED_STEPS)]
+    steps: usize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let compute = compute_device(&args.device)?;
+    let zoo_path = args.zoo.clone().unwrap_or_else(|| default_zoo(compute));
+    let zoo = select(load_zoo(&zoo_path)?, &args.only)?;
+    let profile = planning_profile(compute, args.profile.as_deref())?;
+    eprintln!(
+        "{} configurations from {} on {} (planner constants: {})",
+        zoo.len(),
+        zoo_path.display(),
+        profile.name,
+        profile.backend.source
+    );
+    println!("{}", text_header());
+    let mut results = Vec::new();
+    for cfg in &zoo {
+        let c = measure(cfg, compute, &profile, args.warmup, args.steps)?;
+        println!("{}", text_row(&c));
+        results.push(c);
+    }
+    println!("{}", text_summary(&results));
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, markdown(&results, &profile.name))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Plans and measures one configuration (the measurement in a child process of this binary).
+pub fn measure(
+    cfg: &ZooConfig,
+    compute: ComputeDevice,
+    profile: &DeviceProfile,
+    warmup: usize,
+    steps: usize,
+) -> anyhow::Result<Comparison> {
+    let predicted = predict(cfg, profile)?;
+    let exe = std::env::current_exe().context("locating the voxplan binary for the probe child")?;
+    let req = ProbeRequest { warmup_steps: warmup, measured_steps: steps, ..ProbeRequest::new(cfg.clone(), compute) };
+    let measured = probe_in_child(&exe, &req)?;
+    Ok(compare(cfg, predicted, measured))
+}
+
+/// `cpu` or `cuda[:N]`, resolved to a working device (an explicit CUDA request that cannot run is an error).
+pub fn compute_device(text: &str) -> anyhow::Result<ComputeDevice> {
+    let req: DeviceRequest = text.parse()?;
+    Ok(voxplan_pipeline::device::resolve(req)?)
+}
+
+/// The zoo shipped for the device kind.
+pub fn default_zoo(compute: ComputeDevice) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/zoo");
+    match compute {
+        ComputeDevice::Cpu => root.join("cpu.toml"),
+        ComputeDevice::Cuda(_) => root.join("cuda.toml"),
+    }
+}
+
+/// The device profile predictions are made with: the device's own, with a calibrated backend if given.
+pub fn planning_profile(compute: ComputeDevice, profile: Option<&std::path::Path>) -> anyhow::Result<DeviceProfile> {
+    let selector = match compute {
+        ComputeDevice::Cpu => DeviceSelector::Cpu,
+        ComputeDevice::Cuda(i) => DeviceSelector::Cuda(i),
+    };
+    let mut device = device_profile(&selector)?;
+    if let Some(path) = profile {
+        let file = load_profile(path)?;
+        anyhow::ensure!(
+            file.backend.kind == device.backend.kind,
+            "{} is a {:?} profile, but the device runs {:?}",
+            path.display(),
+            file.backend.kind,
+            device.backend.kind
+        );
+        device.backend = file.backend;
+    }
+    Ok(device)
+}
