@@ -194,4 +194,28 @@ mod tests {
             assert!(worst < 1e-4, "origin {origin:?}: differs by {worst}");
         }
     }
+
+    #[test]
+    fn fused_augmented_patch_equals_cutting_then_transforming() {
+        use crate::augment::{Geometry, PatchTransform};
+        let spec = PhantomSpec { shape: [20, 18, 17], spacing: [1.0; 3], structures: 3, channels: 2, seed: 3 };
+        let (v, l) = generate(&spec, 0);
+        let mut case = InMemoryCase { volume: v, labels: l };
+        let size = [9, 9, 6];
+        for (turns, flips, intensity) in [
+            (0, [false; 3], None),
+            (1, [true, false, true], Some((1.1, -0.2))),
+            (3, [false, true, false], Some((0.9, 0.05))),
+        ] {
+            let t = PatchTransform { geometry: Geometry { flips, quarter_turns: turns }, intensity };
+            for origin in [[0, 0, 0], [-4, 12, 14], [15, -3, 2]] {
+                let mut reference = case.image_patch(origin, size).unwrap();
+                t.apply_to_image(&mut reference, size);
+                let mut fused = vec![f32::NAN; reference.len()];
+                case.augmented_patch(origin, size, &t, &mut fused).unwrap();
+                let same = fused.iter().zip(&reference).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{t:?} at {origin:?}");
+            }
+        }
+    }
 }

@@ -103,3 +103,35 @@ fn labels_round_trip_in_every_integer_type_that_holds_them() {
         assert_eq!(nifti::read_labels(&path).expect("read"), l, "{dt}");
     }
 }
+
+#[test]
+fn decoding_into_one_shared_buffer_equals_separate_reads_for_every_type() {
+    // The loader's path: several files decoded back to back into one buffer, each at its offset, over
+    // stale contents (the buffer is reused). Every datatype and byte order, gzipped and plain.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut files = Vec::new();
+    for dt in DataType::ALL {
+        let (code, bits) = code_of(dt.name());
+        for big in [false, true] {
+            let spec = Spec { big_endian: big, datatype: code, bitpix: bits, ..Spec::default() };
+            let bytes = spec.single_file(&encode(dt.name(), &sample_values(dt), big));
+            let gz = big; // alternate: big-endian files gzipped, little-endian plain
+            let name = format!("into_{dt}_{big}.nii{}", if gz { ".gz" } else { "" });
+            files.push(put(dir.path(), &name, &if gz { gzip(&bytes) } else { bytes }));
+        }
+    }
+    let headers: Vec<_> = files.iter().map(|f| nifti::read_header(f).expect("header")).collect();
+    let per_file = headers[0].voxel_count();
+    let room = headers.iter().enumerate().map(|(i, h)| i * per_file + nifti::decode_room(h).expect("room")).max();
+    let mut buffer = vec![f32::NAN; room.expect("files")];
+    for (i, (f, h)) in files.iter().zip(&headers).enumerate() {
+        nifti::read_volume_into(f, h, &mut buffer[i * per_file..]).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+    }
+    for (i, f) in files.iter().enumerate() {
+        let alone = nifti::read_volume(f).expect("read");
+        let shared = &buffer[i * per_file..(i + 1) * per_file];
+        assert!(alone.data.iter().zip(shared).all(|(a, b)| a.to_bits() == b.to_bits()), "{}", f.display());
+    }
+    let too_small = nifti::read_volume_into(&files[0], &headers[0], &mut [0.0; 3]);
+    assert!(too_small.is_err(), "a buffer without room is an error, not a panic");
+}
