@@ -37,8 +37,9 @@ pub trait CaseView: Send {
     }
     /// Bytes this view keeps resident (for the loader's memory bound).
     fn resident_bytes(&self) -> u64;
-    /// Called when the loader is done with the case: a decoded view hands its image buffer to this thread's
-    /// next decode instead of returning it to the kernel (see `nifti::buffer`). Default: just drop.
+    /// Called when the loader is done with the case: a decoded view hands its image and label buffers to
+    /// this thread's next decode instead of returning them to the kernel (see `nifti::buffer`). Default:
+    /// just drop.
     fn recycle(self: Box<Self>) {}
 }
 
@@ -89,6 +90,7 @@ impl CaseView for InMemoryCase {
     }
     fn recycle(self: Box<Self>) {
         crate::nifti::give_back_f32(self.volume.data);
+        crate::nifti::give_back_u16(self.labels.data);
     }
 }
 

@@ -14,9 +14,10 @@
 //! batch`, computed from headers before any decoding and logged at start. The second patch per worker is
 //! the recycled one: the consumer hands each patch's buffers back to its worker after copying it into the
 //! batch (at most [`RECYCLED_PER_WORKER`] waiting), so a worker cuts into memory that is already mapped
-//! instead of faulting in 33 MB of fresh pages per 4-channel 128³ patch. When none is waiting the worker
-//! gives the consumer up to [`RETURN_WAIT`] to finish copying one before it allocates: the kernel zeroing a
-//! fresh patch costs the worker far more CPU than that wait costs it in wall time.
+//! instead of faulting in 33 MB of fresh pages per 4-channel 128³ patch. When none is waiting and the
+//! worker's queue is empty, the consumer is copying the worker's last patch right now, so the worker waits
+//! for it rather than allocate: the kernel zeroing a fresh patch costs far more CPU than that copy takes.
+//! Only when patches sit in the queue (the consumer is the slower side) does a worker allocate more.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -50,11 +51,6 @@ pub struct PatchBatch {
 
 /// Patch buffers a worker may hold back from the consumer for reuse (see the module documentation).
 pub const RECYCLED_PER_WORKER: usize = 1;
-
-/// How long a worker waits for a patch to come back before allocating a fresh one. The consumer copies a
-/// 4-channel 128³ patch into its batch in a few milliseconds; faulting in a fresh one measured ~20 ms of
-/// CPU here. If the consumer is busy elsewhere (a training step), the wait expires and the worker allocates.
-pub const RETURN_WAIT: Duration = Duration::from_millis(5);
 
 /// One augmented patch.
 struct Patch {
@@ -143,6 +139,7 @@ impl WorkerPlan {
     /// Produces this worker's items in consumption order; stops quietly when the consumer hangs up.
     fn run(&self, worker: usize, out: Sender<Result<Patch>>, recycled: Receiver<Patch>) {
         let voxels = voxel_count(self.patch_size);
+        let mut sent_any = false;
         for visit in (worker..self.schedule.visits.len()).step_by(self.schedule.workers) {
             let case = self.schedule.visits[visit];
             let mut view = match self.source.open_case(case, self.loader.stream_uncompressed) {
@@ -162,7 +159,16 @@ impl WorkerPlan {
                 let mut rng = rng_for(&key);
                 let origin = choose_origin(&self.placement(sequence), &locations, self.patch_size, &mut rng);
                 let aug = draw(self.patch_size, &self.augment, &mut rng);
-                let returned = recycled.try_recv().or_else(|_| recycled.recv_timeout(RETURN_WAIT)).ok();
+                let returned = match recycled.try_recv() {
+                    Ok(p) => Some(p),
+                    // Empty queue after a send: the consumer holds our last patch and hands it back (or,
+                    // if the pool was full, one is already waiting). It ends only when the loader drops.
+                    Err(_) if sent_any && out.is_empty() => match recycled.recv() {
+                        Ok(p) => Some(p),
+                        Err(_) => return,
+                    },
+                    Err(_) => None,
+                };
                 let mut patch = Patch::reuse_or_new(returned, view.channels(), voxels);
                 let item = view.augmented_patch(origin, self.patch_size, &aug.transform, &mut patch.image).map(|()| {
                     let (labels, shape, g) = (&view.labels().data, view.shape(), &aug.transform.geometry);
@@ -176,6 +182,7 @@ impl WorkerPlan {
                 if out.send(item).is_err() || failed {
                     return;
                 }
+                sent_any = true;
             }
             view.recycle();
         }

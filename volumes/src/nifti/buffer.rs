@@ -8,9 +8,10 @@
 use std::cell::RefCell;
 
 thread_local! {
-    /// One image buffer a thread gave back (a patch-loader worker, when it moves to its next case), reused
-    /// by that thread's next decode.
+    /// One image buffer and one label buffer a thread gave back (a patch-loader worker, when it moves to its
+    /// next case), reused by that thread's next decode.
     static SPARE_F32: RefCell<Option<Vec<f32>>> = const { RefCell::new(None) };
+    static SPARE_U16: RefCell<Option<Vec<u16>>> = const { RefCell::new(None) };
 }
 
 /// A buffer of `n` floats for decoding into: this thread's spare if it is large enough (its contents are
@@ -18,13 +19,12 @@ thread_local! {
 /// the kernel zeroes every page on first touch, which cost a BraTS-sized worker ~20 % of its CPU time
 /// (each case is 150 MB of new pages) before cases reused their predecessor's buffer.
 pub fn reuse_or_zeroed_f32(n: usize) -> Vec<f32> {
-    match SPARE_F32.with(|s| s.borrow_mut().take()) {
-        Some(mut v) if v.capacity() >= n => {
-            v.resize(n, 0.0);
-            v
-        }
-        _ => zeroed_f32(n),
-    }
+    reuse_or(&SPARE_F32, n, zeroed_f32)
+}
+
+/// [`reuse_or_zeroed_f32`] for label maps.
+pub fn reuse_or_zeroed_u16(n: usize) -> Vec<u16> {
+    reuse_or(&SPARE_U16, n, zeroed_u16)
 }
 
 /// Hands `v` to this thread's next [`reuse_or_zeroed_f32`] (replacing, and so freeing, any earlier spare):
@@ -32,6 +32,25 @@ pub fn reuse_or_zeroed_f32(n: usize) -> Vec<f32> {
 /// case it held.
 pub fn give_back_f32(v: Vec<f32>) {
     SPARE_F32.with(|s| *s.borrow_mut() = Some(v));
+}
+
+/// [`give_back_f32`] for label maps.
+pub fn give_back_u16(v: Vec<u16>) {
+    SPARE_U16.with(|s| *s.borrow_mut() = Some(v));
+}
+
+fn reuse_or<T: Copy + Default + 'static>(
+    spare: &'static std::thread::LocalKey<RefCell<Option<Vec<T>>>>,
+    n: usize,
+    fresh: fn(usize) -> Vec<T>,
+) -> Vec<T> {
+    match spare.with(|s| s.borrow_mut().take()) {
+        Some(mut v) if v.capacity() >= n => {
+            v.resize(n, T::default());
+            v
+        }
+        _ => fresh(n),
+    }
 }
 
 /// Below this, a buffer spans few huge pages and the system call is not worth it.

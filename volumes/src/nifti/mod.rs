@@ -23,7 +23,7 @@ mod read;
 mod write;
 
 pub use affine::quaternion_to_rotation;
-pub(crate) use buffer::{give_back_f32, reuse_or_zeroed_f32, zeroed_f32, zeroed_u16};
+pub(crate) use buffer::{give_back_f32, give_back_u16, reuse_or_zeroed_f32, zeroed_f32, zeroed_u16};
 pub use datatype::DataType;
 pub use encode::{Quaternion, quaternion_of};
 pub use gzip::is_gzip;

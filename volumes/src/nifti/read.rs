@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::MmapOptions;
 
-use super::buffer::{reuse_or_zeroed_f32, zeroed_u16};
+use super::buffer::{reuse_or_zeroed_f32, reuse_or_zeroed_u16};
 use super::convert::{BadLabel, Layout, buffer_units, convert_tail_in_place, convert_tail_slice, labels_tail_in_place};
 use super::files::{pair_images, resolve};
 use super::gzip::{MAX_DEFLATE_RATIO, inflate_exact, inflate_prefix, is_gzip};
@@ -18,7 +18,7 @@ use crate::volume::{Labels, Volume};
 /// The element a read produces: scaled `f32` for images, checked `u16` for label maps.
 trait Output: bytemuck::Pod {
     /// A buffer of `n` elements to decode into: fresh zeros (huge pages advised when large), or for images
-    /// the thread's spare buffer (see `buffer::give_back_f32`).
+    /// the thread's spare buffer of that type (see `buffer::give_back_f32`).
     fn fresh(n: usize) -> Vec<Self>;
 }
 
@@ -30,7 +30,7 @@ impl Output for f32 {
 
 impl Output for u16 {
     fn fresh(n: usize) -> Vec<u16> {
-        zeroed_u16(n)
+        reuse_or_zeroed_u16(n)
     }
 }
 
