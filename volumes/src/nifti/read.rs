@@ -4,8 +4,6 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use memmap2::MmapOptions;
-
 use super::buffer::{reuse_or_zeroed_f32, reuse_or_zeroed_u16};
 use super::convert::{BadLabel, Layout, buffer_units, convert_tail_in_place, convert_tail_slice, labels_tail_in_place};
 use super::files::{pair_images, resolve};
@@ -177,12 +175,9 @@ fn read_voxels<T: Output>(path: &Path, header: &Header, dest: &mut impl Room<T>)
     let mut magic = [0u8; 2];
     let got = read_up_to(&mut file, &mut magic).map_err(|e| VolumeError::io(&data_file, e))?;
     if is_gzip(&magic[..got]) {
-        // Mapped, not read: copying the compressed file out of the page cache cost ~4 % of a BraTS channel's
-        // decode. `populate` maps every page up front instead of faulting them in one by one.
-        // SAFETY: the map is read-only; voxplan never writes to files it reads. Another process truncating
-        // the file while mapped is the documented caveat of every mmap-based reader (see PatchReader).
-        let compressed =
-            unsafe { MmapOptions::new().populate().map(&file) }.map_err(|e| VolumeError::io(&data_file, e))?;
+        let mut compressed = Vec::with_capacity(len as usize);
+        file.seek(SeekFrom::Start(0)).map_err(|e| VolumeError::io(&data_file, e))?;
+        file.read_to_end(&mut compressed).map_err(|e| VolumeError::io(&data_file, e))?;
         decode_gzip(&data_file, &compressed, header, dest)
     } else {
         decode_plain(&data_file, &mut file, len, header, dest)
