@@ -113,6 +113,44 @@ fn patches_larger_than_the_volume_are_padded() {
     }
 }
 
+#[test]
+fn buffer_reuse_never_leaks_into_batches_whatever_the_queue_length() {
+    // Queue length changes how often a worker cuts into a patch handed back by the consumer (and into the
+    // previous case's buffers) versus fresh memory, never what a patch holds. Cases of two sizes, with
+    // patches hanging over the border of the smaller one, so stale values would show up in the padding.
+    let spec = PhantomSpec { shape: [18, 16, 12], spacing: [1.0; 3], structures: 3, channels: 2, seed: 5 };
+    let small = PhantomSpec { shape: [12, 10, 9], ..spec.clone() };
+    struct TwoSizes(PhantomSource, PhantomSource);
+    impl CaseSource for TwoSizes {
+        fn len(&self) -> usize {
+            6
+        }
+        fn case_id(&self, i: usize) -> String {
+            format!("case_{i}")
+        }
+        fn load(&self, i: usize) -> Result<(Volume, Labels)> {
+            if i % 2 == 0 { self.0.load(i) } else { self.1.load(i) }
+        }
+        fn geometry(&self, i: usize) -> Result<CaseGeometry> {
+            if i % 2 == 0 { self.0.geometry(i) } else { self.1.geometry(i) }
+        }
+    }
+    let source: Arc<dyn CaseSource> =
+        Arc::new(TwoSizes(PhantomSource { spec, cases: 6 }, PhantomSource { spec: small, cases: 6 }));
+    let run_with = |workers: usize, queue_length: usize| {
+        let cfg = LoaderConfig { workers, queue_length, samples_per_volume: 3, ..LoaderConfig::default() };
+        let aug = AugmentConfig { noise_probability: 0.5, ..AugmentConfig::default() };
+        let loader =
+            PatchLoader::start(source.clone(), (0..6).collect(), &cfg, &aug, [14, 14, 10], 2, 9, 7, 1).unwrap();
+        collect(loader)
+    };
+    for workers in [1, 2] {
+        let reference = run_with(workers, 1);
+        assert_eq!(run_with(workers, 16), reference, "workers {workers}: queue 16 vs 1");
+        assert_eq!(run_with(workers, 3), reference, "workers {workers}: queue 3 vs 1");
+    }
+}
+
 /// Wraps phantoms, counting how many opened cases are alive at once.
 struct Counting {
     inner: PhantomSource,
