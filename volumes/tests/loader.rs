@@ -129,10 +129,10 @@ fn buffer_reuse_never_leaks_into_batches_whatever_the_queue_length() {
             format!("case_{i}")
         }
         fn load(&self, i: usize) -> Result<(Volume, Labels)> {
-            if i % 2 == 0 { self.0.load(i) } else { self.1.load(i) }
+            if i.is_multiple_of(2) { self.0.load(i) } else { self.1.load(i) }
         }
         fn geometry(&self, i: usize) -> Result<CaseGeometry> {
-            if i % 2 == 0 { self.0.geometry(i) } else { self.1.geometry(i) }
+            if i.is_multiple_of(2) { self.0.geometry(i) } else { self.1.geometry(i) }
         }
     }
     let source: Arc<dyn CaseSource> =
