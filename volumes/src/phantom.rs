@@ -26,11 +26,11 @@ pub const BACKGROUND_INTENSITY: f64 = 100.0;
 pub const NOISE_STD: f64 = 16.0;
 /// Peak relative amplitude of the bias field (±5 %, a mild inhomogeneity that still shifts class means).
 pub const BIAS_AMPLITUDE: f64 = 0.05;
-/// Tube radius as a fraction of the smallest extent. At the earlier 0.06–0.08 (2.9–3.8 mm in the default
-/// 48 mm phantom) a tube was 6–8 voxels across: one voxel of boundary error on each side cost a third of its
-/// Dice, and the default run's tube class stopped at 0.67. 0.09–0.12 (4.3–5.8 mm, like a large vessel in a
-/// 32³ patch at 1 mm) keeps tubes the thinnest structure but leaves them an interior to learn.
-pub const TUBE_RADIUS_FRACTION: std::ops::Range<f64> = 0.09..0.12;
+/// Tube radius as a fraction of the smallest extent (2.9–3.8 mm in the default 48 mm phantom): the thinnest
+/// structure. Thicker tubes (0.09–0.12) were tried to give the default run's tube class more margin and
+/// made it worse: with everything else equal the default run's validation Dice fell from 0.82 to 0.50, the
+/// ellipsoid class collapsing (docs/training.md), so the radius stays.
+pub const TUBE_RADIUS_FRACTION: std::ops::Range<f64> = 0.06..0.08;
 /// CT: Hounsfield units by class (cycled for more classes): soft tissue background, contrast-enhanced
 /// tissue, fat, bone. Gaps of 130–540 HU are far wider than the noise, as in a contrast CT.
 pub const CT_CLASS_HU: [f64; 4] = [40.0, 170.0, -90.0, 700.0];
@@ -368,35 +368,6 @@ mod tests {
             let idx: Vec<usize> = (0..l_ct.data.len()).filter(|&i| usize::from(l_ct.data[i]) == class).collect();
             let mean = idx.iter().map(|&i| f64::from(ct.channel(0)[i])).sum::<f64>() / idx.len() as f64;
             assert!((mean - ct_class_hu(class, 0)).abs() < 3.0, "class {class}: {mean} HU");
-        }
-    }
-
-    #[test]
-    fn tubes_are_thick_enough_to_have_an_interior_at_one_millimetre() {
-        // Class 2 is the tube. Its voxels with all six neighbours inside the tube are its interior: with
-        // radius ≥ 4.3 mm most of the tube is interior, so one voxel of boundary error costs little Dice.
-        let s = PhantomSpec { channels: 1, ..spec() };
-        for case in 0..4 {
-            let (_, l) = generate(&s, case);
-            let [nx, ny, nz] = s.shape;
-            let is_tube = |x: usize, y: usize, z: usize| l.data[linear_index(s.shape, x, y, z)] == 2;
-            let (mut total, mut interior) = (0usize, 0usize);
-            for z in 1..nz - 1 {
-                for y in 1..ny - 1 {
-                    for x in 1..nx - 1 {
-                        if !is_tube(x, y, z) {
-                            continue;
-                        }
-                        total += 1;
-                        let inside =
-                            [(x - 1, y, z), (x + 1, y, z), (x, y - 1, z), (x, y + 1, z), (x, y, z - 1), (x, y, z + 1)]
-                                .iter()
-                                .all(|&(a, b, c)| is_tube(a, b, c));
-                        interior += usize::from(inside);
-                    }
-                }
-            }
-            assert!(interior * 2 > total, "case {case}: {interior} of {total} tube voxels are interior");
         }
     }
 
