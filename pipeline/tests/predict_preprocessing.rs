@@ -10,10 +10,11 @@ use train_support::{cpu_options, tiny_experiment};
 use voxplan_pipeline::predict::network_input;
 use voxplan_pipeline::trainer::checkpoint::{load_state, resolve_inference_dir};
 use voxplan_pipeline::{DeviceRequest, PredictOptions, predict, train};
+use voxplan_volumes::IntensityStats;
 use voxplan_volumes::nifti::{read_labels, read_volume};
 use voxplan_volumes::phantom::{Contrast, PhantomSpec};
 use voxplan_volumes::phantom_msd::write_msd_with_contrast;
-use voxplan_volumes::preprocess::{Normalization, mean_std};
+use voxplan_volumes::preprocess::Normalization;
 use voxplan_volumes::source::open_raw_source;
 use voxplan_volumes::{fingerprint, open_source};
 
@@ -30,6 +31,13 @@ fn ct_data(root: &Path, target_spacing: Option<[f64; 3]>) -> String {
         "source = {{ kind = \"msd\", root = {:?} }}\nmodality = \"ct\"\nvalidation_fraction = 0.25\n{spacing}",
         root.display().to_string()
     )
+}
+
+fn stats_of(state: &voxplan_pipeline::trainer::checkpoint::TrainState) -> Vec<IntensityStats> {
+    match &state.preprocessing.normalization {
+        Normalization::DatasetClipZScore(stats) => stats.clone(),
+        other => panic!("CT training must record dataset statistics, got {other:?}"),
+    }
 }
 
 fn check(target_spacing: Option<[f64; 3]>) {
@@ -59,11 +67,13 @@ fn check(target_spacing: Option<[f64; 3]>) {
     for (a, b) in input.affine.iter().flatten().zip(trained_on.affine.iter().flatten()) {
         assert!((a - b).abs() < 1e-9, "{:?} vs {:?}", input.affine, trained_on.affine);
     }
-    // The old per-volume z-score would not have matched: air (-1000 HU) dominates it, clipping removes it.
-    let (mean, std) = mean_std(raw.channel(0));
-    let z_scored_min = ((-1000.0 - mean) / std) as f32;
-    let clipped_min = input.data.iter().cloned().fold(f32::INFINITY, f32::min);
-    assert!((clipped_min - z_scored_min).abs() > 0.5, "clipped min {clipped_min} vs z-scored {z_scored_min}");
+    // Clipped with the dataset's statistics: air (-1000 HU, in the corners) sits exactly at the clipped
+    // 0.5th foreground percentile, where a per-volume z-score would leave it far below everything else.
+    let s = &stats_of(&state)[0];
+    let clipped_air = ((s.p0_5 - s.mean) / s.std) as f32;
+    let min = input.data.iter().cloned().fold(f32::INFINITY, f32::min);
+    assert!((min - clipped_air).abs() < 1e-5, "lowest input {min} vs clipped air {clipped_air}");
+    assert!(raw.channel(0).iter().any(|&v| f64::from(v) < s.p0_5 - 500.0), "the raw case has air to clip");
     match target_spacing {
         Some(t) => {
             assert_ne!(input.shape, raw.shape, "resampled to {t:?}");
