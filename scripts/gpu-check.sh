@@ -85,3 +85,21 @@ if [ -f "$OUT/$first/checkpoints/last/state.json" ]; then
     echo "   predict FAILED (see $OUT/predict.log)"; tail -5 "$OUT/predict.log"
   fi
 fi
+
+# Planner accuracy on CUDA (issue 5): every configuration of the CUDA zoo planned, then measured in its own
+# child process (cubecl reserved bytes per step phase, and the driver's used memory); the table goes into
+# docs/planner-accuracy.md with the date and the GPU. Then the calibration half is fitted and the hold-out
+# half re-measured against the calibrated profile (the fit never sees the hold-out half).
+echo "== planner accuracy (configs/zoo/cuda.toml)"
+"$BIN" bench planner --device cuda --zoo configs/zoo/cuda.toml \
+  --markdown "$OUT/planner-accuracy-cuda.md" --json "$OUT/planner-accuracy-cuda.json" \
+  | tee "$OUT/planner-accuracy-cuda.txt" || echo "   bench planner FAILED"
+echo "== calibrate (cuda, calibration half)"
+if "$BIN" calibrate --device cuda --zoo configs/zoo/cuda.toml --out "$OUT/cuda-calibrated.toml"; then
+  "$BIN" bench planner --device cuda --zoo configs/zoo/cuda.toml --profile "$OUT/cuda-calibrated.toml" \
+    --markdown "$OUT/planner-accuracy-cuda-calibrated.md" | tee "$OUT/planner-accuracy-cuda-calibrated.txt" \
+    || echo "   bench planner (calibrated) FAILED"
+else
+  echo "   calibrate FAILED"
+fi
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"

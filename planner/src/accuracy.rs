@@ -136,6 +136,9 @@ pub struct Comparison {
     pub relative_error: f64,
     /// The phase figure with the largest absolute relative error: where the model is most wrong.
     pub worst_phase: PhaseDiff,
+    /// The zoo entry measured, so that a later run can tell whether a stored measurement still applies.
+    #[serde(default)]
+    pub config: Option<ZooConfig>,
 }
 
 /// Sets a prediction beside a measurement.
@@ -176,6 +179,7 @@ pub fn compare(cfg: &ZooConfig, predicted: PredictedStep, measured: MeasuredStep
         predicted,
         measured,
         worst_phase,
+        config: Some(cfg.clone()),
     }
 }
 

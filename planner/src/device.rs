@@ -40,6 +40,10 @@ pub struct BackendModel {
     /// per-thread scratch): the intercept `voxplan calibrate` fits. Counted with the fixed overhead.
     #[serde(default)]
     pub step_overhead_bytes: u64,
+    /// Whether half-precision convs are computed by converting to f32 and back (flex 0.21's
+    /// `bf16_via_f32`): their workspace is then f32-sized and they hold f32 copies of input and output.
+    #[serde(default)]
+    pub half_conv_via_f32: bool,
     /// Every allocation is padded to a multiple of this.
     pub allocation_alignment: u64,
     /// Whether allocations come from cubecl's SubSlices page pools (reserved ≥ in use).

@@ -201,10 +201,16 @@ impl Builder<'_> {
                 self.g.ops[op].saves.push(w);
             }
         }
+        // A backend without half-precision conv kernels converts to f32 and back: its im2col is f32 and it
+        // holds f32 copies of the conv's input and output (forward), or of the output gradient and the
+        // input-gradient result (backward), while the op runs.
+        let via_f32 = self.mixed() && self.o.backend.half_conv_via_f32;
+        let (work_bytes, f32_copies) =
+            if via_f32 { (F32_BYTES, n * (cin as u64 * vin + cout as u64 * vout) * F32_BYTES) } else { (cb, 0) };
         // im2col: kernel taps × input channels × the larger side's voxels, one sample at a time.
-        let cols = kvol * cin as u64 * vout.max(vin) * cb;
-        let fw = (cols as f64 * self.o.backend.conv_forward_workspace_factor).round() as u64;
-        let bw = (cols as f64 * self.o.backend.conv_backward_workspace_factor).round() as u64;
+        let cols = kvol * cin as u64 * vout.max(vin) * work_bytes;
+        let fw = (cols as f64 * self.o.backend.conv_forward_workspace_factor).round() as u64 + f32_copies;
+        let bw = (cols as f64 * self.o.backend.conv_backward_workspace_factor).round() as u64 + f32_copies;
         let opd = &mut self.g.ops[op];
         opd.fwd_workspace = fw;
         opd.fwd_transient = fw;

@@ -153,3 +153,20 @@ fn cuda_pool_reserves_pages_above_what_is_in_use() {
     assert_eq!(sum, t.peak_bytes);
     assert!(t.events.iter().all(|e| e.device_bytes >= e.in_use_bytes));
 }
+
+#[test]
+fn flex_computes_half_convs_via_f32_so_their_workspace_is_f32_sized_plus_copies() {
+    // burn-flex 0.21 `bf16_via_f32`: a bf16 conv converts input and weight to f32, runs the f32 im2col conv
+    // and converts back, so its workspace is the f32 one plus f32 copies of input and output.
+    let dev = flex_cpu();
+    assert!(dev.backend.half_conv_via_f32);
+    let f32_step = simulate(&one_conv(), [8; 3], 1, Precision::F32, false, OptimizerKind::Sgd, &dev);
+    let bf16_step = simulate(&one_conv(), [8; 3], 1, Precision::Bf16Mixed, false, OptimizerKind::Sgd, &dev);
+    let conv = |t: &voxplan_planner::Timeline| t.events.iter().find(|e| e.op == "enc0.conv0").unwrap().transient_bytes;
+    // 8³ voxels, 1 input and 4 output channels: f32 copies (1 + 4)·512·4 B on top of the f32 im2col.
+    assert_eq!(conv(&bf16_step), conv(&f32_step) + 5 * 512 * 4);
+    let mut no_via = dev.clone();
+    no_via.backend.half_conv_via_f32 = false;
+    let native = simulate(&one_conv(), [8; 3], 1, Precision::Bf16Mixed, false, OptimizerKind::Sgd, &no_via);
+    assert_eq!(conv(&native) * 2, conv(&f32_step), "a native bf16 im2col is half the f32 one");
+}

@@ -33,6 +33,11 @@ pub struct Args {
     /// Write every prediction and measurement as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Reuse the measurements in this JSON (written by an earlier `--json`) for configurations whose entry is
+    /// unchanged, and only re-plan them: the probe's measurement does not depend on the planner's constants,
+    /// so a model change can be checked against the same real steps without re-running them.
+    #[arg(long)]
+    measured: Option<PathBuf>,
     /// Warm-up steps before measuring.
     #[arg(long, default_value_t = voxplan_pipeline::step_probe::DEFAULT_WARMUP_STEPS)]
     warmup: usize,
@@ -53,10 +58,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         profile.name,
         profile.backend.source
     );
+    let earlier: Vec<Comparison> = match &args.measured {
+        Some(path) => serde_json::from_str(
+            &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", path.display()))?,
+        None => Vec::new(),
+    };
     println!("{}", text_header());
     let mut results = Vec::new();
     for cfg in &zoo {
-        let c = measure(cfg, compute, &profile, args.warmup, args.steps)?;
+        let reused = earlier.iter().find(|e| e.config.as_ref() == Some(cfg)).map(|e| e.measured);
+        let c = match reused {
+            Some(m) => compare(cfg, predict(cfg, &profile)?, m),
+            None => measure(cfg, compute, &profile, args.warmup, args.steps)?,
+        };
         println!("{}", text_row(&c));
         results.push(c);
     }
