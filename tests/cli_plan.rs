@@ -68,3 +68,45 @@ fn bad_input_fails_naming_the_field() {
         assert!(!ok && err.contains(needle), "{to}: {err}");
     }
 }
+
+#[test]
+fn an_on_disk_dataset_is_planned_from_its_median_shape_read_from_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("Task01_Thin");
+    let data_str = data.to_string_lossy().into_owned();
+    // Thick slices: 40×40×12 voxels at 1×1×3 mm; resampled to 1.5 mm in z the median grid is 40×40×24.
+    let (ok, _, err) = voxplan(&[
+        "phantoms",
+        "--out",
+        &data_str,
+        "--cases",
+        "4",
+        "--shape",
+        "40",
+        "40",
+        "12",
+        "--spacing",
+        "1",
+        "1",
+        "3",
+    ]);
+    assert!(ok, "{err}");
+    let source = format!(
+        "source = {{ kind = \"msd\", root = {:?} }}\ntarget_spacing = [1.0, 1.0, 1.5]",
+        data_str.replace('\\', "/")
+    );
+    let config = write_config(
+        &dir,
+        "source = { kind = \"phantom\", cases = 12, shape = [48, 48, 48], structures = 3, seed = 7 }",
+        &source,
+    );
+    let (ok, out, err) = voxplan(&["plan", "--config", &config, "--mode", "inference"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("volume           [40, 40, 24]"), "the inference plan covers the median case: {out}");
+    // A budget that cannot hold 32³ at batch 1 shrinks the axis with the largest patch/median ratio: z.
+    let (ok, out, err) = voxplan(&["plan", "--config", &config, "--budget", "120MiB", "--format", "json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let patch: Vec<u64> = v["training"]["patch_size"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+    assert!(patch[2] < 32 && patch[0] == 32 && patch[1] == 32, "shrinks z first: {patch:?}");
+}

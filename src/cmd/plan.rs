@@ -7,7 +7,7 @@ use voxplan_pipeline::Experiment;
 use voxplan_planner::{
     DeviceSelector, PlanRequest, ReportFormat, device_profile, format_bytes, parse_budget, plan, plan_inference, render,
 };
-use voxplan_volumes::DataSource;
+use voxplan_volumes::{median_shape, open_geometry_source, split};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Mode {
@@ -55,11 +55,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let device = device_profile(&selector)?;
     let budget = args.budget.as_deref().map(parse_budget).transpose()?;
-    // Phantom volumes all share one shape, so it is the median; other sources need a fingerprint pass.
-    let median_shape = match &exp.data.source {
-        DataSource::Phantom { shape, .. } => Some(*shape),
-        _ => None,
-    };
+    // The trainer plans from the median shape of its training split, after resampling; so does the dry run,
+    // from headers only (no voxel is decoded, so this stays fast on thousands of files).
+    let source = open_geometry_source(&exp.data).context("reading the dataset's headers for its median shape")?;
+    let median_shape = median_shape(source.as_ref(), &split(source.len(), &exp.data).train)?;
     let req = PlanRequest {
         network: exp.network.clone(),
         settings: exp.plan.clone(),

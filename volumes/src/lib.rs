@@ -31,5 +31,5 @@ pub mod streamed;
 pub use fingerprint::{Fingerprint, IntensityStats, fingerprint};
 pub use grid::{Aggregator, Blend, GridSampler, patch_origins};
 pub use loader::{PatchBatch, PatchLoader};
-pub use source::{CaseGeometry, CaseSource, open_source};
+pub use source::{CaseGeometry, CaseSource, median_shape, open_geometry_source, open_source};
 pub use split::{Split, split};

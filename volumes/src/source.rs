@@ -141,6 +141,36 @@ pub fn open_source(cfg: &DataConfig) -> Result<Arc<dyn CaseSource>> {
     }))
 }
 
+/// The source as the planner sees it: every case's grid after the configured resampling, read from headers
+/// only. Unlike [`open_source`] it never fingerprints intensities, so `voxplan plan` stays fast on CT.
+pub fn open_geometry_source(cfg: &DataConfig) -> Result<Arc<dyn CaseSource>> {
+    cfg.validate()?;
+    Ok(Arc::new(PreprocessedSource {
+        inner: open_raw_source(cfg)?,
+        preprocessing: Preprocessing { normalization: Normalization::None, target_spacing: cfg.target_spacing },
+    }))
+}
+
+/// Per-axis median `(x, y, z)` shape of `cases`: what the planner clips and shrinks patches towards (nnU-Net
+/// plans from the median shape of the training cases). For an even count the upper of the two middle edges,
+/// so the result is always a shape some case has. `None` when `cases` is empty.
+pub fn median_shape(source: &dyn CaseSource, cases: &[usize]) -> Result<Option<[usize; 3]>> {
+    let mut per_axis: [Vec<usize>; 3] = Default::default();
+    for &i in cases {
+        let g = source.geometry(i)?;
+        for (axis, &edge) in per_axis.iter_mut().zip(&g.shape) {
+            axis.push(edge);
+        }
+    }
+    if cases.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(per_axis.map(|mut v| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    })))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +213,42 @@ mod tests {
         let min = v.data.iter().cloned().fold(f32::MAX, f32::min);
         // Clipped to foreground percentiles, then z-scored: the range is bounded by a few stds.
         assert!(max < 5.0 && min > -10.0, "range {min}..{max}");
+    }
+
+    /// Cases that only have a grid: enough for the planner's view of a dataset.
+    struct Shapes(Vec<[usize; 3]>);
+
+    impl CaseSource for Shapes {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn case_id(&self, i: usize) -> String {
+            format!("case_{i}")
+        }
+        fn load(&self, _: usize) -> Result<(Volume, Labels)> {
+            Err(VolumeError::Config { field: "test".into(), problem: "geometry only".into() })
+        }
+        fn geometry(&self, i: usize) -> Result<CaseGeometry> {
+            Ok(CaseGeometry { shape: self.0[i], spacing: [1.0; 3], channels: 1 })
+        }
+    }
+
+    #[test]
+    fn median_shape_is_per_axis_over_the_chosen_cases() {
+        let s = Shapes(vec![[100, 80, 30], [120, 60, 10], [90, 70, 50], [500, 500, 500]]);
+        assert_eq!(median_shape(&s, &[0, 1, 2]).unwrap(), Some([100, 70, 30]), "each axis sorted on its own");
+        assert_eq!(median_shape(&s, &[0, 1]).unwrap(), Some([120, 80, 30]), "even count: the upper middle");
+        assert_eq!(median_shape(&s, &[]).unwrap(), None);
+    }
+
+    #[test]
+    fn geometry_source_predicts_the_training_grid_without_fingerprinting() {
+        let cfg = phantom_cfg(Modality::Ct, Some([1.0, 1.0, 1.0]));
+        let geometry = open_geometry_source(&cfg).unwrap();
+        let training = open_source(&cfg).unwrap();
+        for i in 0..geometry.len() {
+            assert_eq!(geometry.geometry(i).unwrap(), training.geometry(i).unwrap());
+        }
+        assert_eq!(median_shape(geometry.as_ref(), &[0, 1, 2]).unwrap(), Some([24, 20, 20]));
     }
 }
