@@ -146,7 +146,7 @@ mod tests {
         let p = predict(&zoo[0], &dev).unwrap();
         let m = MeasuredStep { peak_bytes: p.peak_bytes, forward_peak_bytes: p.peak_bytes, ..Default::default() };
         let c = compare(&zoo[0], p, m);
-        let md = markdown(&[c.clone()], "test cpu");
+        let md = markdown(std::slice::from_ref(&c), "test cpu");
         assert!(md.contains("| tiny | hold-out |") && md.contains("16×32×32"), "{md}");
         assert!(md.contains("Hold-out: 1 configurations, median |error| 0.0 %"), "{md}");
         assert!(text_row(&c).starts_with("tiny"));
