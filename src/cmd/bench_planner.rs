@@ -59,10 +59,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         profile.backend.source
     );
     let earlier: Vec<Comparison> = match &args.measured {
-        Some(path) => serde_json::from_str(
-            &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-        )
-        .with_context(|| format!("parsing {}", path.display()))?,
+        Some(path) => {
+            serde_json::from_str(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)
+                .with_context(|| format!("parsing {}", path.display()))?
+        }
         None => Vec::new(),
     };
     println!("{}", text_header());
