@@ -105,10 +105,14 @@ pub fn measure(
     Ok(compare(cfg, predicted, measured))
 }
 
-/// `cpu` or `cuda[:N]`, resolved to a working device (an explicit CUDA request that cannot run is an error).
+/// `cpu` or `cuda[:N]`. A CUDA device is not probed here: that would create a CUDA context in this parent
+/// process, whose memory the driver's figure for every child would then include. A device that does not
+/// work makes the first child fail with the reason.
 pub fn compute_device(text: &str) -> anyhow::Result<ComputeDevice> {
-    let req: DeviceRequest = text.parse()?;
-    Ok(voxplan_pipeline::device::resolve(req)?)
+    match text.parse::<DeviceRequest>()? {
+        DeviceRequest::Cuda(i) => Ok(ComputeDevice::Cuda(i)),
+        other => Ok(voxplan_pipeline::device::resolve(other)?),
+    }
 }
 
 /// The zoo shipped for the device kind.
