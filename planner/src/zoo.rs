@@ -146,6 +146,11 @@ impl ZooConfig {
     }
 }
 
+/// The CPU zoo shipped in `configs/zoo/`, compiled in so `voxplan bench planner` works from any folder.
+pub const CPU_ZOO_TOML: &str = include_str!("../../configs/zoo/cpu.toml");
+/// The CUDA zoo shipped in `configs/zoo/`.
+pub const CUDA_ZOO_TOML: &str = include_str!("../../configs/zoo/cuda.toml");
+
 /// Reads and checks a zoo file: every entry's network must be valid and names unique.
 pub fn load_zoo(path: &Path) -> Result<Vec<ZooConfig>, PlanError> {
     let text = std::fs::read_to_string(path)

@@ -10,7 +10,7 @@ use voxplan_pipeline::{ComputeDevice, DeviceRequest};
 use voxplan_planner::accuracy::{Comparison, compare, predict};
 use voxplan_planner::accuracy_report::{markdown, text_header, text_row, text_summary};
 use voxplan_planner::device::load_profile;
-use voxplan_planner::zoo::{ZooConfig, load_zoo, select};
+use voxplan_planner::zoo::{CPU_ZOO_TOML, CUDA_ZOO_TOML, ZooConfig, load_zoo, parse_zoo, select};
 use voxplan_planner::{DeviceProfile, DeviceSelector, device_profile};
 
 #[derive(clap::Args)]
@@ -48,13 +48,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let compute = compute_device(&args.device)?;
-    let zoo_path = args.zoo.clone().unwrap_or_else(|| default_zoo(compute));
-    let zoo = select(load_zoo(&zoo_path)?, &args.only)?;
+    let (zoo, zoo_origin) = zoo_for(args.zoo.as_deref(), compute)?;
+    let zoo = select(zoo, &args.only)?;
     let profile = planning_profile(compute, args.profile.as_deref())?;
     eprintln!(
         "{} configurations from {} on {} (planner constants: {})",
         zoo.len(),
-        zoo_path.display(),
+        zoo_origin,
         profile.name,
         profile.backend.source
     );
@@ -115,13 +115,16 @@ pub fn compute_device(text: &str) -> anyhow::Result<ComputeDevice> {
     }
 }
 
-/// The zoo shipped for the device kind.
-pub fn default_zoo(compute: ComputeDevice) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/zoo");
-    match compute {
-        ComputeDevice::Cpu => root.join("cpu.toml"),
-        ComputeDevice::Cuda(_) => root.join("cuda.toml"),
+/// The zoo to run and where it came from: `path` when given, else the zoo compiled in for the device kind.
+pub fn zoo_for(path: Option<&std::path::Path>, compute: ComputeDevice) -> anyhow::Result<(Vec<ZooConfig>, String)> {
+    if let Some(path) = path {
+        return Ok((load_zoo(path)?, path.display().to_string()));
     }
+    let (text, origin) = match compute {
+        ComputeDevice::Cpu => (CPU_ZOO_TOML, "configs/zoo/cpu.toml (built in)"),
+        ComputeDevice::Cuda(_) => (CUDA_ZOO_TOML, "configs/zoo/cuda.toml (built in)"),
+    };
+    Ok((parse_zoo(text, origin)?, origin.to_string()))
 }
 
 /// The device profile predictions are made with: the device's own, with a calibrated backend if given.

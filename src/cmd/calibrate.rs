@@ -10,9 +10,9 @@ use voxplan_pipeline::step_probe::{ProbeRequest, probe_in_child};
 use voxplan_planner::accuracy::simulate_config;
 use voxplan_planner::calibration::{Sample, fit, profile_file, profile_toml};
 use voxplan_planner::device::{CalibrationRecord, embedded_backend_model};
-use voxplan_planner::zoo::{ZooHalf, load_zoo, select};
+use voxplan_planner::zoo::{ZooHalf, select};
 
-use crate::cmd::bench_planner::{compute_device, default_zoo, planning_profile};
+use crate::cmd::bench_planner::{compute_device, planning_profile, zoo_for};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,15 +38,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let compute = compute_device(&args.device)?;
-    let zoo_path = args.zoo.clone().unwrap_or_else(|| default_zoo(compute));
-    let zoo: Vec<_> =
-        select(load_zoo(&zoo_path)?, &args.only)?.into_iter().filter(|c| c.half == ZooHalf::Calibration).collect();
-    anyhow::ensure!(
-        zoo.len() >= 3,
-        "{} has {} calibration entries; the fit needs at least 3",
-        zoo_path.display(),
-        zoo.len()
-    );
+    let (zoo, zoo_origin) = zoo_for(args.zoo.as_deref(), compute)?;
+    let zoo: Vec<_> = select(zoo, &args.only)?.into_iter().filter(|c| c.half == ZooHalf::Calibration).collect();
+    anyhow::ensure!(zoo.len() >= 3, "{} has {} calibration entries; the fit needs at least 3", zoo_origin, zoo.len());
     // Components are simulated with the embedded constants, which the fit then rescales.
     let mut device = planning_profile(compute, None)?;
     device.backend = embedded_backend_model(device.backend.kind)?;
@@ -84,7 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         machine: machine_description(&device.name),
         date: utc_now(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        zoo: zoo_path.display().to_string(),
+        zoo: zoo_origin.clone(),
         samples: samples.len(),
         rms_relative_error: fitted.rms_relative_error,
         activation_scale_factor: fitted.activation_scale,
