@@ -376,7 +376,9 @@ mod tests {
 
     use crate::device::DeviceRequest;
 
-    /// Two epochs of three steps of a two-stage U-Net on 16³ phantom patches: seconds on the CPU.
+    /// Two epochs of two steps of a two-stage U-Net on 64³ phantom patches. The patch is this large because
+    /// the CPU backend's plan has a fixed ~64 MiB floor: only when a sample's activations outweigh it does a
+    /// 30 % smaller budget move the planner from batch 2 to batch 1, as it does for real GPU workloads.
     const TINY: &str = r#"
 name = "tiny-oom"
 seed = 3
@@ -384,14 +386,14 @@ seed = 3
 in_channels = 1
 num_classes = 3
 norm = { kind = "group", groups = 4 }
-stages = [{ features = 4, stride = [1, 1, 1] }, { features = 8, stride = [2, 2, 2] }]
+stages = [{ features = 8, stride = [1, 1, 1] }, { features = 16, stride = [2, 2, 2] }]
 [plan]
-patch_size = [16, 16, 16]
+patch_size = [64, 64, 64]
 target_effective_batch = 2
 optimizer = "sgd"
 warmup_steps = 1
 [data]
-source = { kind = "phantom", cases = 4, shape = [24, 24, 24], structures = 2, seed = 5 }
+source = { kind = "phantom", cases = 4, shape = [64, 64, 64], structures = 2, seed = 5 }
 validation_fraction = 0.25
 [loader]
 workers = 1
@@ -399,7 +401,7 @@ queue_length = 4
 samples_per_volume = 2
 [train]
 epochs = 2
-steps_per_epoch = 3
+steps_per_epoch = 2
 max_validation_cases = 1
 "#;
 
@@ -413,7 +415,7 @@ max_validation_cases = 1
             settings: exp.plan.clone(),
             device: device_profile(&DeviceSelector::Cpu)?,
             budget_bytes: budget,
-            median_shape: Some([24, 24, 24]),
+            median_shape: Some([64, 64, 64]),
         })?;
         Ok(report.training)
     }
@@ -503,19 +505,19 @@ max_validation_cases = 1
         assert_eq!((attempts[1].0, attempts[1].1, attempts[1].2.clone()), (1, 2, Some(last.clone())));
         assert_eq!(summary.replans, 1);
         assert_eq!((summary.plan.batch_size, summary.plan.accumulation_steps), (1, 2));
-        assert_eq!((summary.epochs_done, summary.optimizer_steps), (2, 6));
+        assert_eq!((summary.epochs_done, summary.optimizer_steps), (2, 4));
 
         let text = std::fs::read_to_string(run_dir.join(crate::trainer::metrics_log::METRICS_FILE)).unwrap();
         let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let steps: Vec<u64> =
             records.iter().filter(|r| r["kind"] == "step").map(|r| r["step"].as_u64().unwrap()).collect();
-        assert_eq!(steps, vec![1, 2, 3, 4, 5, 6], "epoch 1 is not trained twice");
+        assert_eq!(steps, vec![1, 2, 3, 4], "epoch 1 is not trained twice");
         let events: Vec<(&str, u64)> = records
             .iter()
             .filter(|r| r["kind"] == "event")
             .map(|r| (r["event"].as_str().unwrap(), r["step"].as_u64().unwrap()))
             .collect();
-        assert_eq!(events, vec![("out_of_memory_replan", 3), ("resume", 3)]);
+        assert_eq!(events, vec![("out_of_memory_replan", 2), ("resume", 2)]);
         let state = checkpoint::load_state(&last).unwrap();
         assert_eq!((state.plan.batch_size, state.plan.accumulation_steps), (1, 2), "the re-plan is checkpointed");
     }
