@@ -210,25 +210,36 @@ pub mod cuda {
 mod tests {
     use super::*;
 
+    /// The counters are process-wide and other test threads allocate, free and reset the peak at the same
+    /// time, so one observation can be disturbed; a property that holds on any undisturbed attempt is
+    /// checked over a few attempts (an allocator that does not count fails every one of them).
+    const ATTEMPTS: usize = 8;
+
     #[test]
     fn heap_meter_sees_a_transient_allocation_after_it_is_freed() {
-        let mut meter = MemoryMeter::heap();
-        meter.begin_step();
         const BYTES: usize = 8 << 20;
-        let block = vec![1u8; BYTES];
-        std::hint::black_box(&block);
-        drop(block);
-        let s = meter.end_step();
-        // Other test threads allocate concurrently, so the figure is at least, not exactly, the block.
-        assert!(s.measured_peak_bytes >= BYTES as u64, "{s:?}");
-        assert!(s.driver_used_bytes.is_none());
+        let seen = (0..ATTEMPTS).any(|_| {
+            let mut meter = MemoryMeter::heap();
+            meter.begin_step();
+            let block = vec![1u8; BYTES];
+            std::hint::black_box(&block);
+            drop(block);
+            let s = meter.end_step();
+            assert!(s.driver_used_bytes.is_none());
+            s.measured_peak_bytes >= BYTES as u64
+        });
+        assert!(seen, "an 8 MiB block freed inside the step never showed in its peak over {ATTEMPTS} attempts");
     }
 
     #[test]
     fn reset_moves_the_peak_down_to_live() {
-        let big = vec![0u8; 4 << 20];
-        drop(std::hint::black_box(big));
-        reset_heap_peak();
-        assert!(heap_peak_bytes() <= heap_live_bytes() + (4 << 20));
+        let moved = (0..ATTEMPTS).any(|_| {
+            // A 64 MiB high-water mark that a reset must forget (4 MiB of slack for other threads).
+            let big = vec![1u8; 64 << 20];
+            drop(std::hint::black_box(big));
+            reset_heap_peak();
+            heap_peak_bytes() <= heap_live_bytes() + (4 << 20)
+        });
+        assert!(moved, "the peak never came down to the live bytes over {ATTEMPTS} attempts");
     }
 }
