@@ -3,13 +3,14 @@
 
 mod train_support;
 
-use train_support::{cpu_options, max_weight_difference, metrics, steps, tiny_experiment};
+use train_support::{cpu_options, max_weight_difference, metrics, one_training_at_a_time, steps, tiny_experiment};
 use voxplan_pipeline::train;
 
 /// Balanced checkpointing recomputes memory-bound activations in backward instead of keeping them: the
 /// same seed must give the same losses and weights as keeping everything.
 #[test]
 fn balanced_checkpointing_gives_the_same_losses_and_weights() {
+    let _serial = one_training_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let (plain, ckpt) = (tmp.path().join("plain"), tmp.path().join("ckpt"));
     let a = train(&tiny_experiment(1, r#"checkpointing = "never""#, "", None), &cpu_options(&plain)).unwrap();
@@ -32,6 +33,7 @@ fn balanced_checkpointing_gives_the_same_losses_and_weights() {
 /// peak memory measured and planned), and validation records carry Dice overall and per class.
 #[test]
 fn the_metrics_file_has_every_named_field() {
+    let _serial = one_training_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     train(&tiny_experiment(1, "", "", None), &cpu_options(&run)).unwrap();
@@ -57,6 +59,7 @@ fn the_metrics_file_has_every_named_field() {
 
 #[test]
 fn bf16_and_f16_runs_finish_with_finite_losses_and_f16_logs_its_loss_scale() {
+    let _serial = one_training_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     for precision in ["bf16", "f16"] {
         let run = tmp.path().join(precision);
@@ -83,6 +86,7 @@ fn bf16_and_f16_runs_finish_with_finite_losses_and_f16_logs_its_loss_scale() {
 /// such step must be skipped and the scale halved, and the run must still finish.
 #[test]
 fn a_real_f16_overflow_skips_the_step_and_halves_the_scale() {
+    let _serial = one_training_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     let start = 2f64.powi(100);

@@ -103,3 +103,11 @@ pub fn max_weight_difference(a: &Path, b: &Path) -> f32 {
     assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
     wa.iter().flat_map(|(name, x)| x.iter().zip(&wb[name]).map(|(p, q)| (p - q).abs())).fold(0.0, f32::max)
 }
+
+/// burn-flex seeds one process-wide RNG (`Backend::seed` → a static `FlexRng`), so trainings on parallel
+/// test threads draw each other's initial weights. Tests whose runs are compared, and every test that trains
+/// beside them in the same binary, hold this lock while they train.
+pub fn one_training_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
