@@ -14,7 +14,7 @@ use voxplan_planner::{
 };
 use voxplan_volumes::preprocess::Preprocessing;
 use voxplan_volumes::source::{PreprocessedSource, open_raw_source};
-use voxplan_volumes::{CaseSource, split};
+use voxplan_volumes::{CaseSource, median_shape, split};
 
 use crate::device::{self, ComputeDevice, DeviceRequest};
 use crate::error::PipelineError;
@@ -234,28 +234,14 @@ fn make_plan(
         settings: experiment.plan.clone(),
         device: profile.clone(),
         budget_bytes,
-        median_shape: Some(median_shape(source, train_cases)?),
+        // The same figure `voxplan plan` computes, so a dry run and the trainer plan alike.
+        median_shape: median_shape(source, train_cases)?,
     })?;
     eprintln!("{}", render(&report, ReportFormat::Text));
     let path = run_dir.join(PLAN_FILE);
     std::fs::write(&path, render(&report, ReportFormat::Json))
         .map_err(|source| PipelineError::Io { path: path.clone(), source })?;
     Ok(report.training)
-}
-
-/// Per-axis median shape of `cases`: what the planner shrinks patches towards.
-fn median_shape(source: &dyn CaseSource, cases: &[usize]) -> Result<[usize; 3], PipelineError> {
-    let mut per_axis: [Vec<usize>; 3] = Default::default();
-    for &i in cases {
-        let g = source.geometry(i)?;
-        for (axis, &edge) in per_axis.iter_mut().zip(&g.shape) {
-            axis.push(edge);
-        }
-    }
-    Ok(per_axis.map(|mut v| {
-        v.sort_unstable();
-        v.get(v.len() / 2).copied().unwrap_or(1)
-    }))
 }
 
 /// Per-axis largest shape of `cases` (validation memory is sized for the biggest volume).
