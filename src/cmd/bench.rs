@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use tempfile::TempDir;
+
 use anyhow::{Context, bail};
 use voxplan_volumes::bench_decode::{ReadAs, format_table, time_file, write_brats_like_case};
 
@@ -77,7 +79,11 @@ fn decode(args: DecodeArgs) -> anyhow::Result<()> {
 /// A temporary folder for the generated case, removed on drop, unless `--keep` or files were given.
 fn tempdir_for(args: &DecodeArgs) -> anyhow::Result<Option<TempDir>> {
     let generated = args.files.is_empty() && args.labels.is_empty();
-    if generated && args.keep.is_none() { Ok(Some(TempDir::new()?)) } else { Ok(None) }
+    if generated && args.keep.is_none() {
+        Ok(Some(tempfile::tempdir().context("creating a temporary folder")?))
+    } else {
+        Ok(None)
+    }
 }
 
 /// Runs the nibabel side of the benchmark on the same files, single-threaded, and prints its table.
@@ -96,24 +102,4 @@ fn nibabel(files: &[PathBuf], repeats: usize) -> anyhow::Result<()> {
         bail!("{} failed ({status}); is nibabel installed (pip install nibabel numpy)?", script.display());
     }
     Ok(())
-}
-
-/// A folder under the system temp dir, deleted on drop (the binary has no tempfile dependency).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("voxplan-bench-decode-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(TempDir(dir))
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

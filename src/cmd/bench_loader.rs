@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use voxplan_volumes::LoaderConfig;
-use voxplan_volumes::bench_loader::{BRATS_CHANNELS, BRATS_SHAPE, open_msd_source, run_loader_bench, write_brats_like};
-
-const MIB: f64 = 1024.0 * 1024.0;
+use voxplan_volumes::bench_loader::{
+    BRATS_CHANNELS, BRATS_SHAPE, MARKDOWN_HEADER, open_msd_source, run_loader_bench, write_brats_like,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,8 +35,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let temp = args.data.is_none().then(TempDir::new).transpose()?;
-    let dir = args.data.clone().or_else(|| temp.as_ref().map(|t| t.0.clone())).context("no data folder")?;
+    // The benchmark writes ~100 MB per case; a temporary folder is removed on drop.
+    let temp = args.data.is_none().then(tempfile::tempdir).transpose().context("creating a temporary folder")?;
+    let dir = args.data.clone().or_else(|| temp.as_ref().map(|t| t.path().to_path_buf())).context("no data folder")?;
     if !dir.join("dataset.json").is_file() {
         eprintln!("writing {} BraTS-sized cases to {} …", args.cases, dir.display());
         write_brats_like(&dir, args.cases, 0).with_context(|| format!("writing cases to {}", dir.display()))?;
@@ -52,10 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.queue_length,
         args.samples_per_volume
     );
-    println!(
-        "| workers | patches | wall s | patches/s (wall) | CPU s | patches per CPU-second | consumer waited (s) | memory bound (MiB) | peak RSS (MiB) |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("{MARKDOWN_HEADER}");
     for &workers in &args.workers {
         let cfg = LoaderConfig {
             workers,
@@ -64,35 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ..LoaderConfig::default()
         };
         let r = run_loader_bench(source.clone(), &cfg, [args.patch; 3], args.batch_size, args.batches)?;
-        println!(
-            "| {} | {} | {:.2} | {:.1} | {} | {} | {:.2} | {:.0} | {} |",
-            r.workers,
-            r.patches,
-            r.elapsed.as_secs_f64(),
-            r.patches_per_second(),
-            r.cpu.map_or("n/a".to_string(), |c| format!("{:.2}", c.as_secs_f64())),
-            r.patches_per_cpu_second().map_or("n/a".to_string(), |p| format!("{p:.1}")),
-            r.waited.as_secs_f64(),
-            r.memory_bound_bytes as f64 / MIB,
-            r.peak_rss_bytes.map_or("n/a".to_string(), |b| format!("{:.0}", b as f64 / MIB)),
-        );
+        println!("{}", r.markdown_row());
     }
     Ok(())
-}
-
-/// A scratch folder under the system temp dir, removed on drop (the benchmark writes ~100 MB per case).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("voxplan-bench-loader-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

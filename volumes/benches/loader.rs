@@ -8,9 +8,8 @@
 use std::path::PathBuf;
 
 use voxplan_volumes::LoaderConfig;
-use voxplan_volumes::bench_loader::{open_msd_source, run_loader_bench, write_brats_like};
+use voxplan_volumes::bench_loader::{MARKDOWN_HEADER, open_msd_source, run_loader_bench, write_brats_like};
 
-const MIB: f64 = 1024.0 * 1024.0;
 /// The CLI's defaults (src/cmd/bench_loader.rs), so both entry points measure the same thing.
 const PATCH: usize = 128;
 const BATCH: usize = 2;
@@ -42,26 +41,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let source = open_msd_source(&dir)?;
     println!("patch {PATCH}³, batch {BATCH}, queue {QUEUE}, samples/volume {samples}, {} cases", source.len());
-    println!(
-        "| workers | patches | wall s | patches/s (wall) | CPU s | patches per CPU-second | consumer waited (s) | memory bound (MiB) | peak RSS (MiB) |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("{MARKDOWN_HEADER}");
     for w in workers {
         let cfg =
             LoaderConfig { workers: w, queue_length: QUEUE, samples_per_volume: samples, ..LoaderConfig::default() };
         let r = run_loader_bench(source.clone(), &cfg, [PATCH; 3], BATCH, batches)?;
-        println!(
-            "| {} | {} | {:.2} | {:.1} | {} | {} | {:.2} | {:.0} | {} |",
-            r.workers,
-            r.patches,
-            r.elapsed.as_secs_f64(),
-            r.patches_per_second(),
-            r.cpu.map_or("n/a".to_string(), |c| format!("{:.2}", c.as_secs_f64())),
-            r.patches_per_cpu_second().map_or("n/a".to_string(), |p| format!("{p:.1}")),
-            r.waited.as_secs_f64(),
-            r.memory_bound_bytes as f64 / MIB,
-            r.peak_rss_bytes.map_or("n/a".to_string(), |b| format!("{:.0}", b as f64 / MIB)),
-        );
+        println!("{}", r.markdown_row());
     }
     Ok(())
 }

@@ -54,7 +54,28 @@ pub struct LoaderBenchResult {
     pub cpu: Option<Duration>,
 }
 
+/// The Markdown table header matching [`LoaderBenchResult::markdown_row`] (docs/benchmarks.md's layout).
+pub const MARKDOWN_HEADER: &str = "| workers | patches | wall s | patches/s (wall) | CPU s | patches per CPU-second | \
+consumer waited (s) | memory bound (MiB) | peak RSS (MiB) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |";
+
 impl LoaderBenchResult {
+    /// One row of the table under [`MARKDOWN_HEADER`]; `n/a` where `/proc` gave no figure.
+    pub fn markdown_row(&self) -> String {
+        const MIB: f64 = 1024.0 * 1024.0;
+        format!(
+            "| {} | {} | {:.2} | {:.1} | {} | {} | {:.2} | {:.0} | {} |",
+            self.workers,
+            self.patches,
+            self.elapsed.as_secs_f64(),
+            self.patches_per_second(),
+            self.cpu.map_or("n/a".to_string(), |c| format!("{:.2}", c.as_secs_f64())),
+            self.patches_per_cpu_second().map_or("n/a".to_string(), |p| format!("{p:.1}")),
+            self.waited.as_secs_f64(),
+            self.memory_bound_bytes as f64 / MIB,
+            self.peak_rss_bytes.map_or("n/a".to_string(), |b| format!("{:.0}", b as f64 / MIB)),
+        )
+    }
+
     pub fn patches_per_second(&self) -> f64 {
         self.patches as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
