@@ -13,17 +13,39 @@ use voxplan_planner::device::load_profile;
 use voxplan_planner::zoo::{CPU_ZOO_TOML, CUDA_ZOO_TOML, ZooConfig, load_zoo, parse_zoo, select};
 use voxplan_planner::{DeviceProfile, DeviceSelector, device_profile};
 
+/// What both zoo commands (`bench planner`, `calibrate`) take: which steps to run and how.
 #[derive(clap::Args)]
-pub struct Args {
-    /// Zoo file; default `configs/zoo/cpu.toml` or `configs/zoo/cuda.toml` for the device.
-    #[arg(long)]
-    zoo: Option<PathBuf>,
+pub struct ZooRunArgs {
     /// Device whose steps are measured: cpu or cuda (cuda:N).
     #[arg(long, default_value = "cpu")]
-    device: String,
+    pub device: String,
+    /// Zoo file; default: the built-in `configs/zoo/cpu.toml` or `configs/zoo/cuda.toml` for the device.
+    #[arg(long)]
+    pub zoo: Option<PathBuf>,
     /// Only these configurations (comma-separated names).
     #[arg(long, value_delimiter = ',')]
-    only: Vec<String>,
+    pub only: Vec<String>,
+    /// Warm-up steps before measuring.
+    #[arg(long, default_value_t = voxplan_pipeline::step_probe::DEFAULT_WARMUP_STEPS)]
+    pub warmup: usize,
+    /// Measured steps per configuration (each figure is the largest over them).
+    #[arg(long, default_value_t = voxplan_pipeline::step_probe::DEFAULT_MEASURED_STEPS)]
+    pub steps: usize,
+}
+
+impl ZooRunArgs {
+    /// The device to measure on and the selected zoo entries, with where the zoo came from.
+    pub fn resolve(&self) -> anyhow::Result<(ComputeDevice, Vec<ZooConfig>, String)> {
+        let compute = compute_device(&self.device)?;
+        let (zoo, origin) = zoo_for(self.zoo.as_deref(), compute)?;
+        Ok((compute, select(zoo, &self.only)?, origin))
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    run: ZooRunArgs,
     /// Plan with a calibrated profile (written by `voxplan calibrate`) instead of the embedded constants.
     #[arg(long)]
     profile: Option<PathBuf>,
@@ -38,18 +60,10 @@ pub struct Args {
     /// so a model change can be checked against the same real steps without re-running them.
     #[arg(long)]
     measured: Option<PathBuf>,
-    /// Warm-up steps before measuring.
-    #[arg(long, default_value_t = voxplan_pipeline::step_probe::DEFAULT_WARMUP_STEPS)]
-    warmup: usize,
-    /// Measured steps per configuration (each figure is the largest over them).
-    #[arg(long, default_value_t = voxplan_pipeline::step_probe::DEFAULT_MEASURED_STEPS)]
-    steps: usize,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let compute = compute_device(&args.device)?;
-    let (zoo, zoo_origin) = zoo_for(args.zoo.as_deref(), compute)?;
-    let zoo = select(zoo, &args.only)?;
+    let (compute, zoo, zoo_origin) = args.run.resolve()?;
     let profile = planning_profile(compute, args.profile.as_deref())?;
     eprintln!(
         "{} configurations from {} on {} (planner constants: {})",
@@ -71,7 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let reused = earlier.iter().find(|e| e.config.as_ref() == Some(cfg)).map(|e| e.measured);
         let c = match reused {
             Some(m) => compare(cfg, predict(cfg, &profile)?, m),
-            None => measure(cfg, compute, &profile, args.warmup, args.steps)?,
+            None => measure(cfg, compute, &profile, args.run.warmup, args.run.steps)?,
         };
         println!("{}", text_row(&c));
         results.push(c);

@@ -10,36 +10,23 @@ use voxplan_pipeline::step_probe::{ProbeRequest, probe_in_child};
 use voxplan_planner::accuracy::simulate_config;
 use voxplan_planner::calibration::{Sample, fit, profile_file, profile_toml};
 use voxplan_planner::device::{CalibrationRecord, embedded_backend_model};
-use voxplan_planner::zoo::{ZooHalf, select};
+use voxplan_planner::zoo::ZooHalf;
 
-use crate::cmd::bench_planner::{compute_device, planning_profile, zoo_for};
+use crate::cmd::bench_planner::{ZooRunArgs, planning_profile};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Device whose steps are measured: cpu or cuda (cuda:N).
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Zoo file; only its `half = "calibration"` entries are run.
-    #[arg(long)]
-    zoo: Option<PathBuf>,
-    /// Only these calibration entries (comma-separated names).
-    #[arg(long, value_delimiter = ',')]
-    only: Vec<String>,
+    /// Which steps to run; only the zoo's `half = "calibration"` entries are measured.
+    #[command(flatten)]
+    run: ZooRunArgs,
     /// Where to write the profile (e.g. configs/devices/flex-calibrated.toml).
     #[arg(long)]
     out: PathBuf,
-    /// Warm-up steps before measuring.
-    #[arg(long, default_value_t = voxplan_pipeline::step_probe::DEFAULT_WARMUP_STEPS)]
-    warmup: usize,
-    /// Measured steps per configuration.
-    #[arg(long, default_value_t = voxplan_pipeline::step_probe::DEFAULT_MEASURED_STEPS)]
-    steps: usize,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let compute = compute_device(&args.device)?;
-    let (zoo, zoo_origin) = zoo_for(args.zoo.as_deref(), compute)?;
-    let zoo: Vec<_> = select(zoo, &args.only)?.into_iter().filter(|c| c.half == ZooHalf::Calibration).collect();
+    let (compute, zoo, zoo_origin) = args.run.resolve()?;
+    let zoo: Vec<_> = zoo.into_iter().filter(|c| c.half == ZooHalf::Calibration).collect();
     anyhow::ensure!(zoo.len() >= 3, "{} has {} calibration entries; the fit needs at least 3", zoo_origin, zoo.len());
     // Components are simulated with the embedded constants, which the fit then rescales.
     let mut device = planning_profile(compute, None)?;
@@ -49,8 +36,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for cfg in &zoo {
         let timeline = simulate_config(cfg, cfg.batch, &device)?;
         let req = ProbeRequest {
-            warmup_steps: args.warmup,
-            measured_steps: args.steps,
+            warmup_steps: args.run.warmup,
+            measured_steps: args.run.steps,
             ..ProbeRequest::new(cfg.clone(), compute)
         };
         let measured = probe_in_child(&exe, &req)?;
