@@ -1,16 +1,9 @@
 //! End-to-end `voxplan calibrate` and `voxplan bench planner` on a zoo of tiny networks: real flex steps in
 //! child processes, a fitted profile that says how it was obtained, and that profile used for predictions.
 
-use std::process::Command;
+mod common;
 
-fn voxplan(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_voxplan")).args(args).output().expect("run voxplan");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::voxplan_text as voxplan;
 
 /// Three calibration entries that vary activations and workspace independently, and one hold-out entry.
 const TINY_ZOO: &str = r#"

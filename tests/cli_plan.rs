@@ -1,16 +1,9 @@
 //! End-to-end `voxplan plan`: the default experiment on this CPU, every output format, a GPU from the
 //! table, and bad input failing with a message that names the field.
 
-use std::process::Command;
+mod common;
 
-fn voxplan(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_voxplan")).args(args).output().expect("run voxplan");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::voxplan_text as voxplan;
 
 fn write_config(dir: &tempfile::TempDir, from: &str, to: &str) -> String {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/default.toml")).unwrap();

@@ -1,8 +1,10 @@
 //! End-to-end `voxplan predict`: train a tiny model, segment a volume with an oblique, offset affine, and
 //! read the result back.
 
+mod common;
+
+use common::voxplan_quiet as voxplan;
 use std::path::Path;
-use std::process::Command;
 
 use voxplan_volumes::nifti::{DataType, read_labels, read_volume, write_volume};
 use voxplan_volumes::phantom::{PhantomSpec, generate};
@@ -37,15 +39,6 @@ queue_length = 4
 epochs = 1
 steps_per_epoch = 2
 "#;
-
-fn voxplan(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_voxplan"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "2")
-        .env("VOXPLAN_LOG", "warn")
-        .output()
-        .expect("the voxplan binary runs")
-}
 
 fn assert_ok(out: &std::process::Output) {
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

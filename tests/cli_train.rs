@@ -1,7 +1,9 @@
 //! End-to-end `voxplan train` on the CPU: a tiny network on small phantoms, a few real burn steps.
 
+mod common;
+
+use common::voxplan_quiet as voxplan;
 use std::path::Path;
-use std::process::Command;
 
 /// A network and data small enough that a 2-core CPU trains two short epochs in seconds.
 const TINY_EXPERIMENT: &str = r#"
@@ -37,15 +39,6 @@ epochs = 2
 steps_per_epoch = 3
 validate_every = 1
 "#;
-
-fn voxplan(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_voxplan"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "2")
-        .env("VOXPLAN_LOG", "warn")
-        .output()
-        .expect("the voxplan binary runs")
-}
 
 fn write_config(dir: &Path, text: &str) -> String {
     let path = dir.join("tiny.toml");
