@@ -63,8 +63,24 @@ pub fn crop_transformed<T: Copy, U: Copy>(
     map: impl Fn(T) -> U,
     out: &mut [U],
 ) {
-    debug_assert_eq!(out.len(), voxel_count(size));
     let padded = map(pad);
+    crop_transformed_filled(src, shape, origin, size, geometry, padded, map, out);
+}
+
+/// [`crop_transformed`] with the output value of padding given directly, for sources whose map sends no
+/// stored value to it (a stored-type case pads with the normalised 0, which no stored integer maps to).
+#[allow(clippy::too_many_arguments)] // as crop_transformed, with the padding's output value for its input
+pub fn crop_transformed_filled<T: Copy, U: Copy>(
+    src: &[T],
+    shape: [usize; 3],
+    origin: [isize; 3],
+    size: [usize; 3],
+    geometry: &Geometry,
+    padded: U,
+    map: impl Fn(T) -> U,
+    out: &mut [U],
+) {
+    debug_assert_eq!(out.len(), voxel_count(size));
     let nx = size[0];
     for z in 0..size[2] {
         for y in 0..size[1] {

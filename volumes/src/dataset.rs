@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::case_view::{CaseView, InMemoryCase};
 use crate::error::{Result, VolumeError};
-use crate::nifti;
+use crate::nifti::{self, StoredImage};
 use crate::source::{CaseGeometry, CaseSource};
 use crate::streamed::StreamedCase;
 use crate::volume::{Affine, Labels, Volume};
@@ -264,9 +264,15 @@ fn affine_distance(a: &Affine, b: &Affine) -> f64 {
 
 /// Reads every header of `case` and checks they share one grid; returns that grid.
 pub fn check_case(case: &CaseFiles) -> Result<CaseGeometry> {
+    check_case_headers(case).map(|(g, _)| g)
+}
+
+/// [`check_case`], also returning the image headers (one per image file), read once.
+fn check_case_headers(case: &CaseFiles) -> Result<(CaseGeometry, Vec<nifti::Header>)> {
     let reference = nifti::read_header(&case.label)?;
     let (ref_shape, ref_affine) = (reference.shape, reference.affine());
     let mut channels = 0;
+    let mut headers = Vec::new();
     for path in case.images.paths() {
         let h = nifti::read_header(path)?;
         let mismatch = |problem: String| VolumeError::Mismatch {
@@ -282,20 +288,34 @@ pub fn check_case(case: &CaseFiles) -> Result<CaseGeometry> {
             return Err(mismatch(format!("affines differ by up to {d:.4} (tolerance {AFFINE_TOLERANCE_MM})")));
         }
         channels += h.channels;
+        headers.push(h);
     }
-    Ok(CaseGeometry { shape: ref_shape, spacing: crate::volume::spacing_of(&ref_affine), channels })
+    Ok((CaseGeometry { shape: ref_shape, spacing: crate::volume::spacing_of(&ref_affine), channels }, headers))
 }
 
 /// A checked on-disk dataset as a raw [`CaseSource`] (intensities as stored, scaling applied).
 pub struct DatasetSource {
     pub dataset: Dataset,
     geometries: Vec<CaseGeometry>,
+    /// Per case, the image bytes [`nifti::read_stored`] holds when its files share a kept 8/16-bit type.
+    stored_image_bytes: Vec<Option<u64>>,
 }
 
 impl DatasetSource {
     /// Checks every case's headers (shape, affine, channel count) before anything is decoded.
     pub fn new(dataset: Dataset) -> Result<Self> {
-        let geometries = dataset.cases.iter().map(check_case).collect::<Result<Vec<_>>>()?;
+        let (geometries, stored_image_bytes): (Vec<_>, Vec<_>) = dataset
+            .cases
+            .iter()
+            .map(|c| {
+                check_case_headers(c).map(|(g, headers)| {
+                    let stored = nifti::common_stored_type(&headers).and_then(|_| nifti::stored_bytes(&headers));
+                    (g, stored)
+                })
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         if let Some((i, g)) = geometries.iter().enumerate().find(|(_, g)| g.channels != geometries[0].channels) {
             return Err(VolumeError::Mismatch {
                 path: dataset.cases[i].label.clone(),
@@ -303,7 +323,7 @@ impl DatasetSource {
                 problem: format!("{} channels vs {}", g.channels, geometries[0].channels),
             });
         }
-        Ok(Self { dataset, geometries })
+        Ok(Self { dataset, geometries, stored_image_bytes })
     }
 
     fn all_uncompressed(case: &CaseFiles) -> bool {
@@ -344,5 +364,41 @@ impl CaseSource for DatasetSource {
         }
         let (volume, labels) = self.load(i)?;
         Ok(Box::new(InMemoryCase { volume, labels }))
+    }
+    fn load_stored(&self, i: usize, streamed: bool) -> Result<Option<(StoredImage, Labels)>> {
+        let case = &self.dataset.cases[i];
+        if self.stored_bytes(i, streamed).is_none() {
+            return Ok(None);
+        }
+        let labels = nifti::read_labels(&case.label)?;
+        let Some(image) = nifti::read_stored(&case.images.paths())? else {
+            // The files changed type since the dataset was opened: the f32 path reads them as they are now.
+            return Ok(None);
+        };
+        if image.shape != labels.shape {
+            return Err(VolumeError::Mismatch {
+                path: case.images.paths()[0].to_path_buf(),
+                reference: case.label.clone(),
+                problem: format!("decoded shape {:?} vs label {:?}", image.shape, labels.shape),
+            });
+        }
+        Ok(Some((image, labels)))
+    }
+    fn stored_bytes(&self, i: usize, streamed: bool) -> Option<u64> {
+        // An uncompressed case asked to stream is read patch by patch instead (less memory still).
+        if streamed && Self::all_uncompressed(&self.dataset.cases[i]) {
+            return None;
+        }
+        let labels = crate::volume::voxel_count(self.geometries[i].shape) as u64 * 2;
+        self.stored_image_bytes[i].map(|image| image + labels)
+    }
+    fn case_bytes(&self, i: usize, streamed: bool) -> Result<u64> {
+        let g = self.geometries[i];
+        // `open_case` streams only uncompressed cases; others are decoded whole.
+        Ok(if streamed && Self::all_uncompressed(&self.dataset.cases[i]) {
+            crate::volume::voxel_count(g.shape) as u64 * 2
+        } else {
+            g.decoded_bytes()
+        })
     }
 }

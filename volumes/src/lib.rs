@@ -26,6 +26,7 @@ pub mod sampler;
 pub mod seed;
 pub mod source;
 pub mod split;
+pub mod stored_case;
 pub mod streamed;
 
 pub use fingerprint::{Fingerprint, IntensityStats, fingerprint};

@@ -261,8 +261,7 @@ impl PatchLoader {
         let mut channels = 1usize;
         for &c in &cases {
             let g = source.geometry(c)?;
-            let bytes = if loader.stream_uncompressed { voxel_count(g.shape) as u64 * 2 } else { g.decoded_bytes() };
-            largest = largest.max(bytes);
+            largest = largest.max(source.case_bytes(c, loader.stream_uncompressed)?);
             channels = channels.max(g.channels);
         }
         let patch_bytes = (voxel_count(patch_size) * (4 * channels + 2)) as u64;

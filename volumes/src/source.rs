@@ -8,8 +8,10 @@ use crate::config::{DataConfig, DataSource, Modality};
 use crate::dataset::{Dataset, DatasetSource};
 use crate::error::{Result, VolumeError};
 use crate::fingerprint::fingerprint;
+use crate::nifti::StoredImage;
 use crate::phantom::{PhantomSpec, generate};
 use crate::preprocess::{Normalization, Preprocessing};
+use crate::stored_case::StoredCase;
 use crate::volume::{Labels, Volume};
 
 /// A case's grid, known without decoding voxels (from headers, or from the generator's spec).
@@ -48,6 +50,25 @@ pub trait CaseSource: Send + Sync {
         let _ = streamed;
         let (volume, labels) = self.load(i)?;
         Ok(Box::new(InMemoryCase { volume, labels }))
+    }
+    /// Case `i` decoded in its stored type (images unscaled, unnormalised), when the source holds it in
+    /// files of a kept 8/16-bit type ([`crate::nifti::StoredType`]) and `streamed` would not read it patch by
+    /// patch instead. `Ok(None)`: use [`CaseSource::load`]. Default: never.
+    fn load_stored(&self, i: usize, streamed: bool) -> Result<Option<(StoredImage, Labels)>> {
+        let _ = (i, streamed);
+        Ok(None)
+    }
+    /// Bytes [`CaseSource::load_stored`] would hold for case `i` (image buffer + `u16` labels), known from
+    /// headers; `None` exactly when it would return `Ok(None)`.
+    fn stored_bytes(&self, i: usize, streamed: bool) -> Option<u64> {
+        let _ = (i, streamed);
+        None
+    }
+    /// Bytes an opened case `i` keeps resident ([`CaseView::resident_bytes`]), from headers: the loader's
+    /// memory bound. Default: a streamed case holds only its `u16` label map, a decoded one `f32` images too.
+    fn case_bytes(&self, i: usize, streamed: bool) -> Result<u64> {
+        let g = self.geometry(i)?;
+        Ok(if streamed { crate::volume::voxel_count(g.shape) as u64 * 2 } else { g.decoded_bytes() })
     }
 }
 
@@ -93,13 +114,30 @@ impl CaseSource for PreprocessedSource {
         Ok(self.preprocessing.output_geometry(self.inner.geometry(i)?))
     }
     fn open_case(&self, i: usize, streamed: bool) -> Result<Box<dyn CaseView>> {
-        // Resampling needs the whole volume, so a streamed read is only possible without it.
-        if streamed && self.preprocessing.target_spacing.is_none() {
-            let raw = self.inner.open_case(i, true)?;
-            return Ok(Box::new(NormalizedView::new(raw, self.preprocessing.clone())?));
+        // Resampling needs the whole volume on the output grid, so both lighter views exist only without it.
+        if self.preprocessing.target_spacing.is_none() {
+            // Normalisation is then a per-voxel map that the stored-type view applies while cutting, so an
+            // 8/16-bit case stays in its stored type (half the memory of f32 for int16, no widening pass).
+            if let Some((image, labels)) = self.inner.load_stored(i, streamed)? {
+                return Ok(Box::new(StoredCase::new(image, labels, &self.preprocessing)));
+            }
+            if streamed {
+                let raw = self.inner.open_case(i, true)?;
+                return Ok(Box::new(NormalizedView::new(raw, self.preprocessing.clone())?));
+            }
         }
         let (volume, labels) = self.load(i)?;
         Ok(Box::new(InMemoryCase { volume, labels }))
+    }
+    fn case_bytes(&self, i: usize, streamed: bool) -> Result<u64> {
+        if self.preprocessing.target_spacing.is_none() {
+            if let Some(bytes) = self.inner.stored_bytes(i, streamed) {
+                return Ok(bytes);
+            }
+            return self.inner.case_bytes(i, streamed);
+        }
+        // Resampled cases are decoded whole, as f32, on the output grid.
+        Ok(self.geometry(i)?.decoded_bytes())
     }
 }
 

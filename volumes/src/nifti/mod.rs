@@ -1,7 +1,8 @@
 //! NIfTI-1/2 reading and writing with nibabel's semantics.
 //!
 //! Reading: [`read_header`] (header only), [`read_volume`] (scaled `f32`, 4-D → channels), [`read_labels`]
-//! (checked class indices), [`PatchReader`] (memory-mapped patches). Writing: [`write_volume`],
+//! (checked class indices), [`read_stored`] (images kept in their stored 8/16-bit type, for the loader),
+//! [`PatchReader`] (memory-mapped patches). Writing: [`write_volume`],
 //! [`write_labels`]. Geometry: [`orientation_codes`], [`reorient_volume_to_ras`]. The `nifti` crate parses
 //! NIfTI-1 header fields; everything it lacks (NIfTI-2, vox_offset gaps, NaN slopes, multi-member gzip,
 //! in-place decoding) is here. See `docs/nifti.md` for the behaviour and its verification against nibabel.
@@ -20,6 +21,7 @@ mod orientation;
 mod patch_reader;
 mod raw;
 mod read;
+mod stored;
 mod write;
 
 pub use affine::quaternion_to_rotation;
@@ -33,7 +35,10 @@ pub use patch_reader::PatchReader;
 pub use raw::Endian;
 pub use read::{
     decode_room, read_header, read_labels, read_labels_from_bytes, read_volume, read_volume_from_bytes,
-    read_volume_into,
+    read_volume_into, stored_room,
+};
+pub use stored::{
+    StoredChannel, StoredImage, StoredType, StoredValue, common_stored_type, read_stored, stored_bytes, stored_mean_std,
 };
 pub use write::{write_labels, write_volume};
 

@@ -32,6 +32,14 @@ impl Output for u16 {
     }
 }
 
+/// Stored bytes, for decoding an image in its stored type ([`read_stored_bytes`]); only ever decoded into a
+/// caller's buffer, so `fresh` is a plain allocation.
+impl Output for u8 {
+    fn fresh(n: usize) -> Vec<u8> {
+        vec![0; n]
+    }
+}
+
 /// Where a decode puts the stored voxels: the tail of a region of `units` outputs it asks for once the
 /// file's sizes have been checked (so a forged header never triggers a huge allocation).
 trait Room<T> {
@@ -63,6 +71,44 @@ impl<T> Room<T> for Given<'_, T> {
             problem: format!("decoding needs room for {units} values; the buffer holds {len}"),
         })
     }
+}
+
+/// A caller's byte buffer, of which the decode uses the region that puts the stored voxels at a multiple of
+/// `align` bytes from the buffer's start (the region's lead, header bytes of a gzip stream, goes before).
+struct Aligned<'a> {
+    buf: &'a mut [u8],
+    data_bytes: usize,
+    align: usize,
+    voxels_at: usize,
+}
+
+impl Room<u8> for Aligned<'_> {
+    fn room(&mut self, path: &Path, units: usize) -> Result<&mut [u8]> {
+        let lead = units.saturating_sub(self.data_bytes);
+        let start = lead.next_multiple_of(self.align) - lead;
+        self.voxels_at = start + lead;
+        let len = self.buf.len();
+        self.buf.get_mut(start..start + units).ok_or_else(|| VolumeError::BadHeader {
+            path: path.to_path_buf(),
+            problem: format!("decoding needs room for {} bytes; the buffer holds {len}", start + units),
+        })
+    }
+}
+
+/// Bytes a buffer must offer [`read_stored_bytes`] for an image with this header: the gzip stream's lead,
+/// the stored voxels and up to `align - 1` bytes of alignment padding.
+pub fn stored_room(header: &Header, align: usize) -> Option<usize> {
+    usize::try_from(header.vox_offset).ok()?.checked_add(header.data_bytes())?.checked_add(align.saturating_sub(1))
+}
+
+/// Decodes the voxels of `path` (whose header the caller has read) as stored, byte order untouched, into
+/// `out` (at least [`stored_room`] bytes, its start aligned to `align`): libdeflate inflates straight into
+/// it, with no conversion pass. Returns the byte index in `out` where the voxels start, a multiple of
+/// `align`; the `data_bytes()` from there are the voxels, anything before is scratch.
+pub fn read_stored_bytes(path: &Path, header: &Header, out: &mut [u8], align: usize) -> Result<usize> {
+    let mut room = Aligned { buf: out, data_bytes: header.data_bytes(), align: align.max(1), voxels_at: 0 };
+    read_voxels::<u8>(path, header, &mut room)?;
+    Ok(room.voxels_at)
 }
 
 /// Reads and validates the header of `path` without touching voxel data (a `.gz` is inflated only as
