@@ -1,6 +1,7 @@
 //! The NIfTI decode benchmark behind `voxplan bench decode` and `cargo bench -p voxplan-volumes --bench
 //! decode`: throughput of what training reads from each file — images through [`crate::nifti::read_volume`]
-//! (scaled `f32`), label maps through [`crate::nifti::read_labels`] (checked `u16`) — against libdeflate
+//! (scaled `f32`), label maps through [`crate::nifti::read_labels`] (checked `u16`), and the loader's path
+//! for 8/16-bit images, [`crate::nifti::read_stored`] (kept in the stored type) — against libdeflate
 //! inflating the same bytes with nothing else done, and a BraTS-like case to run it on.
 //!
 //! Both sides start from the compressed file in the page cache and allocate their output afresh, so the
@@ -71,6 +72,11 @@ pub struct DecodeTiming {
     /// from the previous read, and of libdeflate inflating into a reused buffer (no page faults on either
     /// side: the strongest baseline).
     pub reused_cpu: Option<(Duration, Duration)>,
+    /// Images of a kept 8/16-bit type only, what the loader now does ([`nifti::read_stored`]): median thread
+    /// CPU time of decoding in the stored type into the pooled buffer of the previous read (compare with the
+    /// warm inflate of `reused_cpu`), and of the one-pass z-score statistics over the result, which the
+    /// loader's stored-type view computes when it opens a case.
+    pub stored_cpu: Option<(Duration, Duration)>,
 }
 
 impl DecodeTiming {
@@ -114,6 +120,8 @@ pub fn time_file(path: &Path, read_as: ReadAs, repeats: usize) -> Result<DecodeT
     let mut room = if reuse { vec![0f32; nifti::decode_room(&header).unwrap_or(0)] } else { Vec::new() };
     let mut warm = if reuse { vec![0u8; total] } else { Vec::new() };
     let mut voxels = 0;
+    let (mut stored_cpus, mut stats_cpus) = (vec![], vec![]);
+    let stored = reuse && nifti::common_stored_type(std::slice::from_ref(&header)).is_some();
     for _ in 0..repeats {
         // The output is dropped after the clock stops, as the baseline's buffer is.
         let (wall, cpu, n) = match read_as {
@@ -145,6 +153,15 @@ pub fn time_file(path: &Path, read_as: ReadAs, repeats: usize) -> Result<DecodeT
             })?;
             warm_cpus.push(inflated.1);
         }
+        if stored {
+            let (_, cpu, image) = timed(|| nifti::read_stored(&[path]))?;
+            stored_cpus.push(cpu);
+            if let Some(image) = image {
+                stats_cpus.push(timed(|| Ok(statistics(&image)))?.1);
+                // Back to this thread's pool, as the loader's view does when it moves on: the next read reuses it.
+                nifti::give_back_f32(image.into_storage());
+            }
+        }
     }
     Ok(DecodeTiming {
         path: path.to_path_buf(),
@@ -157,6 +174,20 @@ pub fn time_file(path: &Path, read_as: ReadAs, repeats: usize) -> Result<DecodeT
         inflate: baseline.then(|| median(inflates)),
         inflate_cpu: baseline.then(|| median(inflate_cpus)),
         reused_cpu: reuse.then(|| (median(into_cpus), median(warm_cpus))),
+        stored_cpu: (stored && !stats_cpus.is_empty()).then(|| (median(stored_cpus), median(stats_cpus))),
+    })
+}
+
+/// Per-channel mean and std of a stored image, as the loader's stored-type view computes them.
+fn statistics(image: &nifti::StoredImage) -> Vec<(f64, f64)> {
+    fn of<T: nifti::StoredValue>(image: &nifti::StoredImage) -> Vec<(f64, f64)> {
+        (0..image.channels()).filter_map(|c| image.channel::<T>(c).map(nifti::stored_mean_std)).collect()
+    }
+    std::hint::black_box(match image.stored {
+        nifti::StoredType::U8 => of::<u8>(image),
+        nifti::StoredType::I8 => of::<i8>(image),
+        nifti::StoredType::U16 => of::<u16>(image),
+        nifti::StoredType::I16 => of::<i16>(image),
     })
 }
 
@@ -225,7 +256,7 @@ pub fn format_table(timings: &[DecodeTiming]) -> String {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let _ = writeln!(
         s,
-        "{:<24} {:>3} {:>6} {:>6} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6} {:>6} {:>9} {:>9} {:>6}",
+        "{:<24} {:>3} {:>6} {:>6} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6} {:>6} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>8}",
         "file",
         "as",
         "gz MB",
@@ -239,10 +270,15 @@ pub fn format_table(timings: &[DecodeTiming]) -> String {
         "cpu r.",
         "into cpu",
         "warm cpu",
-        "into r."
+        "into r.",
+        "nat cpu",
+        "nat MB/s",
+        "nat r.",
+        "stat cpu"
     );
     let (mut read, mut read_cpu, mut infl, mut infl_cpu, mut stored) = (0.0, 0.0, 0.0, 0.0, 0.0);
     let mut all_inflated = true;
+    let (mut nat_total, mut warm_total, mut stats_total) = (0.0, 0.0, 0.0);
     let pct = |a: f64, b: f64| format!("{:.0} %", 100.0 * a / b);
     for t in timings {
         let name = t.path.file_name().map_or_else(|| t.path.display().to_string(), |n| n.to_string_lossy().into());
@@ -264,9 +300,23 @@ pub fn format_table(timings: &[DecodeTiming]) -> String {
             Some((into, warm)) => [format!("{:.1}", ms(into)), format!("{:.1}", ms(warm)), pct(ms(warm), ms(into))],
             None => ["-".into(), "-".into(), "-".into()],
         };
+        let native = match (t.stored_cpu, t.reused_cpu) {
+            (Some((nat, stats)), Some((_, warm))) => {
+                nat_total += ms(nat);
+                warm_total += ms(warm);
+                stats_total += ms(stats);
+                [
+                    format!("{:.1}", ms(nat)),
+                    format!("{:.0}", t.stored_bytes as f64 / 1e3 / ms(nat)),
+                    pct(ms(warm), ms(nat)),
+                    format!("{:.1}", ms(stats)),
+                ]
+            }
+            _ => ["-".into(), "-".into(), "-".into(), "-".into()],
+        };
         let _ = writeln!(
             s,
-            "{:<24} {:>3} {:>6.2} {:>6.2} {:>8.1} {:>8.1} {:>9.0} {:>8} {:>8} {:>6} {:>6} {:>9} {:>9} {:>6}",
+            "{:<24} {:>3} {:>6.2} {:>6.2} {:>8.1} {:>8.1} {:>9.0} {:>8} {:>8} {:>6} {:>6} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>8}",
             name,
             t.read_as.output_type(),
             t.compressed_bytes as f64 / 1e6,
@@ -280,10 +330,20 @@ pub fn format_table(timings: &[DecodeTiming]) -> String {
             cols[3],
             reused[0],
             reused[1],
-            reused[2]
+            reused[2],
+            native[0],
+            native[1],
+            native[2],
+            native[3]
         );
     }
     if timings.len() > 1 {
+        // Stored-type columns sum the images that have them; the ratio compares those images' warm inflates.
+        let native_totals: [String; 3] = if nat_total > 0.0 {
+            [format!("{nat_total:.1}"), pct(warm_total, nat_total), format!("{stats_total:.1}")]
+        } else {
+            ["-".into(), "-".into(), "-".into()]
+        };
         let cols = if all_inflated {
             [format!("{infl:.1}"), format!("{infl_cpu:.1}"), pct(infl, read), pct(infl_cpu, read_cpu)]
         } else {
@@ -291,7 +351,7 @@ pub fn format_table(timings: &[DecodeTiming]) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<24} {:>3} {:>6} {:>6.2} {:>8.1} {:>8.1} {:>9.0} {:>8} {:>8} {:>6} {:>6}",
+            "{:<24} {:>3} {:>6} {:>6.2} {:>8.1} {:>8.1} {:>9.0} {:>8} {:>8} {:>6} {:>6} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>8}",
             "total",
             "",
             "",
@@ -302,7 +362,14 @@ pub fn format_table(timings: &[DecodeTiming]) -> String {
             cols[0],
             cols[1],
             cols[2],
-            cols[3]
+            cols[3],
+            "",
+            "",
+            "",
+            native_totals[0],
+            "",
+            native_totals[1],
+            native_totals[2]
         );
     }
     let _ = writeln!(
@@ -311,7 +378,9 @@ pub fn format_table(timings: &[DecodeTiming]) -> String {
          ms. MB/s: stored bytes per CPU second. ratio: inflate time / read time, wall and CPU (100 % = the \
          read costs nothing beyond libdeflate inflating the same bytes into a fresh buffer). into/warm/into r.: \
          images decoded into a reused buffer (the loader's path) against libdeflate inflating into a reused \
-         buffer, CPU ms."
+         buffer, CPU ms. nat: 8/16-bit images decoded in their stored type into the pooled buffer (the \
+         loader's path, read_stored), CPU ms, MB/s per CPU second and warm inflate / nat; stat: the z-score \
+         statistics pass over the stored values that the loader adds when it opens a case, CPU ms."
     );
     s
 }

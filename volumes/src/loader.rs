@@ -10,8 +10,12 @@
 //! a given `(seed, epoch, workers)` whatever the thread timing, without a reorder buffer. Each patch's
 //! randomness is keyed by `(seed, epoch, visit, case, sample)`.
 //!
-//! **Memory bound.** `W × (largest case + its class locations + two patches) + queue_length × patch + one
-//! batch`, computed from headers before any decoding and logged at start. The second patch per worker is
+//! **Memory bound.** `W × (largest case + its class locations + two patches + the kept compressed-file
+//! buffer) + queue_length × patch + one batch`, computed from headers before any decoding and logged at
+//! start. A case counts as the view that opens it holds it: 8/16-bit cases in their stored type
+//! ([`crate::stored_case::StoredCase`]: an int16 case is half its `f32` size), others as `f32`, streamed ones
+//! as their label map ([`CaseSource::case_bytes`]). The compressed-file buffer is what each decoding thread
+//! keeps between reads (at most [`COMPRESSED_SPARE_MAX_BYTES`]). The second patch per worker is
 //! the recycled one: the consumer hands each patch's buffers back to its worker after copying it into the
 //! batch (at most [`RECYCLED_PER_WORKER`] waiting), so a worker cuts into memory that is already mapped
 //! instead of faulting in 33 MB of fresh pages per 4-channel 128³ patch. When none is waiting and the
@@ -30,7 +34,7 @@ use crate::augment::{add_gaussian_noise, draw};
 use crate::config::{AugmentConfig, LoaderConfig};
 use crate::crop::crop_transformed;
 use crate::error::{Result, VolumeError};
-use crate::nifti::{zeroed_f32, zeroed_u16};
+use crate::nifti::{COMPRESSED_SPARE_MAX_BYTES, zeroed_f32, zeroed_u16};
 use crate::sampler::{ClassLocations, Placement, choose_origin, forced_foreground};
 use crate::seed::{domain, rng_for};
 use crate::source::CaseSource;
@@ -200,7 +204,7 @@ pub fn memory_bound(
     batch_size: usize,
 ) -> u64 {
     let locations = (max_class_locations * num_classes * std::mem::size_of::<usize>()) as u64;
-    let held_by_worker = (1 + RECYCLED_PER_WORKER) as u64 * patch_bytes;
+    let held_by_worker = (1 + RECYCLED_PER_WORKER) as u64 * patch_bytes + COMPRESSED_SPARE_MAX_BYTES as u64;
     workers as u64 * (largest_case_bytes + locations + held_by_worker)
         + queue_length as u64 * patch_bytes
         + batch_size as u64 * patch_bytes
@@ -281,7 +285,8 @@ impl PatchLoader {
             largest_case_mib = largest as f64 / 1048576.0,
             patch_mib = patch_bytes as f64 / 1048576.0,
             bound_mib = bound as f64 / 1048576.0,
-            "patch loader memory bound: workers × (largest case + class locations + 2 patches) + queue × patch + batch"
+            "patch loader memory bound: workers × (largest case as held + class locations + 2 patches + gzip buffer) \
+             + queue × patch + batch"
         );
         let total = (batches * batch_size) as u64;
         let schedule = Schedule::new(&cases, loader.workers, loader.samples_per_volume, total, seed, epoch);

@@ -12,6 +12,30 @@ thread_local! {
     /// next case), reused by that thread's next decode.
     static SPARE_F32: RefCell<Option<Vec<f32>>> = const { RefCell::new(None) };
     static SPARE_U16: RefCell<Option<Vec<u16>>> = const { RefCell::new(None) };
+    /// The compressed bytes of the last `.gz` file this thread read, kept for the next read: a BraTS channel
+    /// is 4 MB of gzip, and reading it into fresh memory each time paid ~1000 page faults (kernel zeroing)
+    /// per file.
+    static COMPRESSED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Largest compressed buffer a thread keeps between reads: above a BraTS channel (4–7 MB of gzip), so MRI
+/// cases always reuse it, while a thread that once read a large CT file does not hold it for good. The
+/// loader's memory bound counts this much per worker.
+pub const COMPRESSED_SPARE_MAX_BYTES: usize = 16 << 20;
+
+/// Runs `f` with this thread's buffer for compressed file bytes (contents stale: `f` clears it). Re-entrant
+/// use (never done: decoding does not read files recursively) gets a fresh buffer instead of a panic.
+pub fn with_compressed_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    COMPRESSED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            let out = f(&mut buf);
+            if buf.capacity() > COMPRESSED_SPARE_MAX_BYTES {
+                *buf = Vec::new();
+            }
+            out
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 /// A buffer of `n` floats for decoding into: this thread's spare if it is large enough (its contents are

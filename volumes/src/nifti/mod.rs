@@ -25,6 +25,7 @@ mod stored;
 mod write;
 
 pub use affine::quaternion_to_rotation;
+pub use buffer::COMPRESSED_SPARE_MAX_BYTES;
 pub(crate) use buffer::{give_back_f32, give_back_u16, reuse_or_zeroed_f32, zeroed_f32, zeroed_u16};
 pub use datatype::DataType;
 pub use encode::{Quaternion, quaternion_of};

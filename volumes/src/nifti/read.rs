@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::buffer::{reuse_or_zeroed_f32, reuse_or_zeroed_u16};
+use super::buffer::{reuse_or_zeroed_f32, reuse_or_zeroed_u16, with_compressed_buffer};
 use super::convert::{BadLabel, Layout, buffer_units, convert_tail_in_place, convert_tail_slice, labels_tail_in_place};
 use super::files::{pair_images, resolve};
 use super::gzip::{MAX_DEFLATE_RATIO, inflate_exact, inflate_prefix, is_gzip};
@@ -221,10 +221,13 @@ fn read_voxels<T: Output>(path: &Path, header: &Header, dest: &mut impl Room<T>)
     let mut magic = [0u8; 2];
     let got = read_up_to(&mut file, &mut magic).map_err(|e| VolumeError::io(&data_file, e))?;
     if is_gzip(&magic[..got]) {
-        let mut compressed = Vec::with_capacity(len as usize);
         file.seek(SeekFrom::Start(0)).map_err(|e| VolumeError::io(&data_file, e))?;
-        file.read_to_end(&mut compressed).map_err(|e| VolumeError::io(&data_file, e))?;
-        decode_gzip(&data_file, &compressed, header, dest)
+        with_compressed_buffer(|compressed| {
+            compressed.clear();
+            compressed.reserve(len as usize);
+            file.read_to_end(compressed).map_err(|e| VolumeError::io(&data_file, e))?;
+            decode_gzip(&data_file, compressed, header, dest)
+        })
     } else {
         decode_plain(&data_file, &mut file, len, header, dest)
     }
