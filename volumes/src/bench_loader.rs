@@ -14,7 +14,8 @@ use crate::error::Result;
 use crate::loader::PatchLoader;
 use crate::phantom::PhantomSpec;
 use crate::phantom_msd::write_msd;
-use crate::source::{CaseSource, open_source};
+use crate::preprocess::Preprocessing;
+use crate::source::{CaseSource, DecodeAsF32, PreprocessedSource, open_raw_source, open_source};
 
 /// BraTS (MSD Task01) geometry: 240×240×155 at 1 mm, four MRI contrasts.
 pub const BRATS_SHAPE: [usize; 3] = [240, 240, 155];
@@ -28,7 +29,20 @@ pub fn write_brats_like(dir: &Path, cases: usize, seed: u64) -> Result<()> {
 
 /// The per-z-score MRI source over an MSD folder, as training would open it.
 pub fn open_msd_source(dir: &Path) -> Result<Arc<dyn CaseSource>> {
-    open_source(&DataConfig {
+    open_source(&msd_config(dir))
+}
+
+/// [`open_msd_source`] with every case decoded to normalised `f32` (the path before cases were kept in
+/// their stored type), for an A/B comparison in one run.
+pub fn open_msd_source_f32(dir: &Path) -> Result<Arc<dyn CaseSource>> {
+    let cfg = msd_config(dir);
+    let raw = Arc::new(DecodeAsF32(open_raw_source(&cfg)?));
+    let preprocessing = Preprocessing::for_dataset(&cfg, raw.as_ref())?;
+    Ok(Arc::new(PreprocessedSource { inner: raw, preprocessing }))
+}
+
+fn msd_config(dir: &Path) -> DataConfig {
+    DataConfig {
         source: DataSource::Msd { root: dir.to_path_buf() },
         modality: Modality::Mri,
         target_spacing: None,
@@ -36,7 +50,7 @@ pub fn open_msd_source(dir: &Path) -> Result<Arc<dyn CaseSource>> {
         folds: None,
         fold: 0,
         split_seed: 0,
-    })
+    }
 }
 
 /// What one run measured.

@@ -141,6 +141,31 @@ impl CaseSource for PreprocessedSource {
     }
 }
 
+/// A source with its stored-type path hidden: every case is decoded to `f32`, as before cases were kept in
+/// their stored type. For A/B measurements (`bench loader --f32`) and tests that compare the two paths.
+pub struct DecodeAsF32(pub Arc<dyn CaseSource>);
+
+impl CaseSource for DecodeAsF32 {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn case_id(&self, i: usize) -> String {
+        self.0.case_id(i)
+    }
+    fn load(&self, i: usize) -> Result<(Volume, Labels)> {
+        self.0.load(i)
+    }
+    fn geometry(&self, i: usize) -> Result<CaseGeometry> {
+        self.0.geometry(i)
+    }
+    fn open_case(&self, i: usize, streamed: bool) -> Result<Box<dyn CaseView>> {
+        self.0.open_case(i, streamed)
+    }
+    fn case_bytes(&self, i: usize, streamed: bool) -> Result<u64> {
+        self.0.case_bytes(i, streamed)
+    }
+}
+
 /// The raw (unnormalised) source described by `[data].source`.
 pub fn open_raw_source(cfg: &DataConfig) -> Result<Arc<dyn CaseSource>> {
     Ok(match &cfg.source {

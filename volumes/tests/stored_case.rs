@@ -15,38 +15,18 @@ use voxplan_volumes::dataset::{Dataset, DatasetSource};
 use voxplan_volumes::phantom::PhantomSpec;
 use voxplan_volumes::phantom_msd::write_msd;
 use voxplan_volumes::preprocess::{Normalization, Preprocessing};
-use voxplan_volumes::source::{CaseGeometry, CaseSource, PreprocessedSource};
-use voxplan_volumes::{
-    AugmentConfig, IntensityStats, Labels, LoaderConfig, PatchBatch, PatchLoader, Result, Volume, VolumeError,
-};
+use voxplan_volumes::source::{CaseSource, DecodeAsF32, PreprocessedSource};
+use voxplan_volumes::{AugmentConfig, IntensityStats, LoaderConfig, PatchBatch, PatchLoader, VolumeError};
 
 /// `(x, y, z)` of the hand-made cases: not square, so rotated patches run along both axes of the volume.
 const SHAPE: [usize; 3] = [12, 10, 7];
 const VOXELS: usize = 12 * 10 * 7;
 
-/// The raw source, hiding its stored-type path: what every case went through before.
-struct F32Only(Arc<dyn CaseSource>);
-
-impl CaseSource for F32Only {
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn case_id(&self, i: usize) -> String {
-        self.0.case_id(i)
-    }
-    fn load(&self, i: usize) -> Result<(Volume, Labels)> {
-        self.0.load(i)
-    }
-    fn geometry(&self, i: usize) -> Result<CaseGeometry> {
-        self.0.geometry(i)
-    }
-}
-
 /// The same raw source opened both ways under `normalization`: (stored-type path, f32 path).
 fn both_ways(raw: Arc<dyn CaseSource>, normalization: Normalization) -> (Arc<dyn CaseSource>, Arc<dyn CaseSource>) {
     let preprocessing = Preprocessing { normalization, target_spacing: None };
     let stored = PreprocessedSource { inner: raw.clone(), preprocessing: preprocessing.clone() };
-    let f32_only = PreprocessedSource { inner: Arc::new(F32Only(raw)), preprocessing };
+    let f32_only = PreprocessedSource { inner: Arc::new(DecodeAsF32(raw)), preprocessing };
     (Arc::new(stored), Arc::new(f32_only))
 }
 
