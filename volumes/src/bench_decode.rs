@@ -121,6 +121,7 @@ pub fn time_file(path: &Path, read_as: ReadAs, repeats: usize) -> Result<DecodeT
     let mut warm = if reuse { vec![0u8; total] } else { Vec::new() };
     let mut voxels = 0;
     let (mut stored_cpus, mut stats_cpus) = (vec![], vec![]);
+    let mut pooled: Option<Vec<f32>> = None;
     let stored = reuse && nifti::common_stored_type(std::slice::from_ref(&header)).is_some();
     for _ in 0..repeats {
         // The output is dropped after the clock stops, as the baseline's buffer is.
@@ -154,12 +155,16 @@ pub fn time_file(path: &Path, read_as: ReadAs, repeats: usize) -> Result<DecodeT
             warm_cpus.push(inflated.1);
         }
         if stored {
+            // The previous stored read's buffer goes back to this thread's pool just before the next one, as a
+            // loader worker's view hands it back when it moves on (read_volume above would otherwise take it).
+            if let Some(buffer) = pooled.take() {
+                nifti::give_back_f32(buffer);
+            }
             let (_, cpu, image) = timed(|| nifti::read_stored(&[path]))?;
             stored_cpus.push(cpu);
             if let Some(image) = image {
                 stats_cpus.push(timed(|| Ok(statistics(&image)))?.1);
-                // Back to this thread's pool, as the loader's view does when it moves on: the next read reuses it.
-                nifti::give_back_f32(image.into_storage());
+                pooled = Some(image.into_storage());
             }
         }
     }
