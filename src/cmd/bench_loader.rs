@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use voxplan_volumes::LoaderConfig;
 use voxplan_volumes::bench_loader::{
-    BRATS_CHANNELS, BRATS_SHAPE, MARKDOWN_HEADER, open_msd_source, run_loader_bench, write_brats_like,
+    BRATS_CHANNELS, BRATS_SHAPE, MARKDOWN_HEADER, open_msd_source, open_msd_source_f32, run_loader_bench,
+    write_brats_like,
 };
 
 #[derive(clap::Args)]
@@ -32,6 +33,10 @@ pub struct Args {
     /// Reuse (or create) the dataset here instead of a temporary folder.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Decode every case to normalised f32 instead of keeping the int16 cases in their stored type (the
+    /// loader's path before), to compare the two under the same load.
+    #[arg(long)]
+    f32: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -42,12 +47,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("writing {} BraTS-sized cases to {} …", args.cases, dir.display());
         write_brats_like(&dir, args.cases, 0).with_context(|| format!("writing cases to {}", dir.display()))?;
     }
-    let source = open_msd_source(&dir)?;
+    let source = if args.f32 { open_msd_source_f32(&dir)? } else { open_msd_source(&dir)? };
     println!(
-        "cases: {} × ({} channels int16 {:?} + uint8 label, .nii.gz); patch {}³; batch {}; queue {}; samples/volume {}",
+        "cases: {} × ({} channels int16 {:?} + uint8 label, .nii.gz), {}; patch {}³; batch {}; queue {}; \
+         samples/volume {}",
         source.len(),
         BRATS_CHANNELS,
         BRATS_SHAPE,
+        if args.f32 { "decoded to f32" } else { "kept in their stored type" },
         args.patch,
         args.batch_size,
         args.queue_length,
