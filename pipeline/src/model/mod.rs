@@ -8,6 +8,7 @@ pub mod conv;
 pub mod conv_block;
 pub mod decoder;
 pub mod encoder;
+pub mod group_norm;
 pub mod norm;
 pub mod residual_block;
 pub mod unet;

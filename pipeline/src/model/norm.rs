@@ -3,11 +3,13 @@
 //! Norms always run in f32: the conv before them casts its output back (see `conv.rs`).
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{BatchNorm, BatchNormConfig, GroupNorm, GroupNormConfig, InstanceNorm, InstanceNormConfig};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use voxplan_planner::NormKind;
+
+use super::group_norm::group_norm;
 
 /// Added to the variance before the square root, as PyTorch and nnU-Net do.
 const NORM_EPSILON: f64 = 1e-5;
@@ -48,8 +50,13 @@ impl<B: Backend> Norm<B> {
     pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
         match self {
             Norm::Batch(n) => n.forward(x),
-            Norm::Group(n) => n.forward(x),
-            Norm::Instance(n) => n.forward(x),
+            Norm::Group(n) => group_norm(x, affine(&n.gamma), affine(&n.beta), n.num_groups, n.epsilon),
+            Norm::Instance(n) => group_norm(x, affine(&n.gamma), affine(&n.beta), n.num_channels, n.epsilon),
         }
     }
+}
+
+/// A norm's learnable scale or shift, when it has one.
+fn affine<B: Backend>(parameter: &Option<Param<Tensor<B, 1>>>) -> Option<Tensor<B, 1>> {
+    parameter.as_ref().map(Param::val)
 }
