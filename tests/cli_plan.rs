@@ -90,7 +90,7 @@ fn an_on_disk_dataset_is_planned_from_its_median_shape_read_from_headers() {
     );
     let config = write_config(
         &dir,
-        "source = { kind = \"phantom\", cases = 12, shape = [48, 48, 48], structures = 3, seed = 7 }",
+        "source = { kind = \"phantom\", cases = 24, shape = [48, 48, 48], structures = 3, seed = 7 }",
         &source,
     );
     let (ok, out, err) = voxplan(&["plan", "--config", &config, "--mode", "inference"]);
