@@ -70,8 +70,14 @@ fn calibrate_fits_the_calibration_half_and_the_profile_predicts_the_hold_out() {
     assert_eq!(calibration["samples"].as_integer(), Some(3), "{text}");
     assert!(calibration["command"].as_str().unwrap().contains("calibrate"), "{text}");
     assert!(calibration["date"].as_str().unwrap().contains("UTC"), "{text}");
+    // Three tiny samples fit three constants exactly, so how the few MiB of per-thread scratch split between
+    // activation scale and intercept is not identifiable here (×1.25 + 3.5 MiB on 2 threads); the bounds only
+    // catch a broken fit. What the profile is for, predicting an unseen configuration, is checked below.
     let scale = written["backend"]["activation_scale"].as_float().unwrap();
-    assert!((0.8..1.2).contains(&scale), "a flex activation is counted about once: {scale}");
+    assert!((0.5..2.0).contains(&scale), "a flex activation is counted roughly once: {scale}");
+    let intercept = written["backend"]["step_overhead_bytes"].as_integer().unwrap();
+    assert!((0..64 << 20).contains(&intercept), "a step overhead of a few MiB: {intercept}");
+    assert_eq!(written["backend"]["step_overhead_per_thread_bytes"].as_integer(), Some(0), "folded into the fit");
 
     let report = dir.path().join("holdout.json");
     let report_str = report.to_string_lossy().into_owned();

@@ -62,19 +62,10 @@ pub enum ComputeDevice {
 impl fmt::Display for ComputeDevice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Cpu => write!(f, "cpu (burn flex, {} threads)", rayon_threads()),
+            Self::Cpu => write!(f, "cpu (burn flex, {} threads)", voxplan_planner::device::compute_threads()),
             Self::Cuda(i) => write!(f, "cuda:{i}"),
         }
     }
-}
-
-/// Threads the CPU backend will use, as rayon decides them.
-fn rayon_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
 /// Resolves a request to a working device. `auto` never fails; an explicit `cuda:N` that does not work is

@@ -91,7 +91,9 @@ pub fn calibrated_backend(base: &BackendModel, fit: &FittedConstants, source: St
         activation_scale: base.activation_scale * fit.activation_scale,
         conv_backward_workspace_factor: base.conv_backward_workspace_factor * fit.workspace_factor_scale,
         conv_forward_workspace_factor: base.conv_forward_workspace_factor * fit.workspace_factor_scale,
+        // The fitted intercept already holds this machine's per-thread scratch.
         step_overhead_bytes: fit.fixed_overhead_bytes,
+        step_overhead_per_thread_bytes: 0,
         source,
         ..base.clone()
     }

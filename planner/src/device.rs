@@ -40,6 +40,11 @@ pub struct BackendModel {
     /// per-thread scratch): the intercept `voxplan calibrate` fits. Counted with the fixed overhead.
     #[serde(default)]
     pub step_overhead_bytes: u64,
+    /// Bytes each compute thread keeps during a step (flex: the GEMM packing scratch of every rayon thread).
+    /// [`device_profile`] folds `this × compute threads` into `step_overhead_bytes` for the machine at hand
+    /// and zeroes this, so a plan (and a calibrated profile) carries one machine-specific figure.
+    #[serde(default)]
+    pub step_overhead_per_thread_bytes: u64,
     /// Whether half-precision convs are computed by converting to f32 and back (flex 0.21's
     /// `bf16_via_f32`): their workspace is then f32-sized and they hold f32 copies of input and output.
     #[serde(default)]
@@ -232,9 +237,27 @@ fn cpu_profile() -> Result<DeviceProfile, PlanError> {
         // flex computes bf16/f16 but not faster than f32 (burn-0.21.md §5: 0.18 s vs 0.20 s), so auto stays f32.
         bf16: false,
         fp16_fast: false,
-        backend: backend_model(BackendKind::Flex)?,
+        backend: for_threads(backend_model(BackendKind::Flex)?, compute_threads()),
         source: "sysinfo (available RAM)".into(),
     })
+}
+
+/// Threads the CPU backend computes on: burn flex runs on rayon's global pool, which takes
+/// `RAYON_NUM_THREADS` when set to a positive number and the logical core count otherwise.
+pub fn compute_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// `backend` on a machine with `threads` compute threads: the per-thread step overhead becomes part of
+/// the step overhead.
+pub fn for_threads(mut backend: BackendModel, threads: usize) -> BackendModel {
+    backend.step_overhead_bytes += backend.step_overhead_per_thread_bytes * threads as u64;
+    backend.step_overhead_per_thread_bytes = 0;
+    backend
 }
 
 fn cuda_profile(index: usize) -> Result<DeviceProfile, PlanError> {
@@ -282,6 +305,20 @@ fn table_profile(name: &str) -> Result<DeviceProfile, PlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_thread_step_overhead_is_folded_in_once_for_the_machine() {
+        let flex = backend_model(BackendKind::Flex).unwrap();
+        assert!(flex.step_overhead_per_thread_bytes > 0, "flex keeps GEMM scratch per rayon thread");
+        let one = for_threads(flex.clone(), 1);
+        let eight = for_threads(flex.clone(), 8);
+        assert_eq!(eight.step_overhead_bytes - one.step_overhead_bytes, 7 * flex.step_overhead_per_thread_bytes);
+        assert_eq!(eight.step_overhead_per_thread_bytes, 0);
+        // Folding a folded model again adds nothing: a profile cannot count the threads twice.
+        assert_eq!(for_threads(eight.clone(), 8), eight);
+        let cpu = device_profile(&DeviceSelector::Cpu).unwrap();
+        assert_eq!(cpu.backend, for_threads(flex, compute_threads()));
+    }
 
     #[test]
     fn selectors_parse() {

@@ -13,6 +13,7 @@ fn exact_cpu() -> DeviceProfile {
     backend.conv_backward_workspace_factor = 0.0;
     backend.conv_forward_workspace_factor = 0.0;
     backend.fixed_overhead_bytes = 0;
+    backend.step_overhead_bytes = 0;
     DeviceProfile {
         name: "test cpu".into(),
         kind: DeviceKind::Cpu,
