@@ -77,7 +77,7 @@ fn calibrate_fits_the_calibration_half_and_the_profile_predicts_the_hold_out() {
     assert!((0.5..2.0).contains(&scale), "a flex activation is counted roughly once: {scale}");
     let intercept = written["backend"]["step_overhead_bytes"].as_integer().unwrap();
     assert!((0..64 << 20).contains(&intercept), "a step overhead of a few MiB: {intercept}");
-    assert_eq!(written["backend"]["step_overhead_per_thread_bytes"].as_integer(), Some(0), "folded into the fit");
+    assert_eq!(written["backend"]["per_thread_scratch"].as_str(), Some("none"), "folded into the fit");
 
     let report = dir.path().join("holdout.json");
     let report_str = report.to_string_lossy().into_owned();

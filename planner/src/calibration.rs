@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::{BackendModel, CalibrationRecord, ProfileFile};
+use crate::device::{BackendModel, CalibrationRecord, PerThreadScratch, ProfileFile};
 use crate::error::PlanError;
 use crate::timeline::Components;
 
@@ -93,7 +93,7 @@ pub fn calibrated_backend(base: &BackendModel, fit: &FittedConstants, source: St
         conv_forward_workspace_factor: base.conv_forward_workspace_factor * fit.workspace_factor_scale,
         // The fitted intercept already holds this machine's per-thread scratch.
         step_overhead_bytes: fit.fixed_overhead_bytes,
-        step_overhead_per_thread_bytes: 0,
+        per_thread_scratch: PerThreadScratch::None,
         source,
         ..base.clone()
     }

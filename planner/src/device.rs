@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cpu_cache::l2_cache_bytes_per_core;
 use crate::error::PlanError;
 
 const BACKENDS_TOML: &str = include_str!("../../configs/devices/backends.toml");
@@ -40,11 +41,11 @@ pub struct BackendModel {
     /// per-thread scratch): the intercept `voxplan calibrate` fits. Counted with the fixed overhead.
     #[serde(default)]
     pub step_overhead_bytes: u64,
-    /// Bytes each compute thread keeps during a step (flex: the GEMM packing scratch of every rayon thread).
-    /// [`device_profile`] folds `this × compute threads` into `step_overhead_bytes` for the machine at hand
-    /// and zeroes this, so a plan (and a calibrated profile) carries one machine-specific figure.
+    /// Scratch that each thread running the step's matrix multiplies keeps (flex: gemm's L2-sized packing
+    /// slab). [`device_profile`] folds it into `step_overhead_bytes` for the machine at hand and sets this
+    /// to `none`, so a plan (and a calibrated profile) carries one machine-specific figure.
     #[serde(default)]
-    pub step_overhead_per_thread_bytes: u64,
+    pub per_thread_scratch: PerThreadScratch,
     /// Whether half-precision convs are computed by converting to f32 and back (flex 0.21's
     /// `bf16_via_f32`): their workspace is then f32-sized and they hold f32 copies of input and output.
     #[serde(default)]
@@ -55,6 +56,18 @@ pub struct BackendModel {
     pub pooled: bool,
     /// How the constants were obtained.
     pub source: String,
+}
+
+/// What each compute thread of a backend holds on top of the step's tensors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PerThreadScratch {
+    /// Nothing, or already counted in `step_overhead_bytes` (a folded or calibrated model).
+    #[default]
+    None,
+    /// One L2-cache-sized buffer per thread ([`crate::cpu_cache`]), held by rayon's compute threads and by
+    /// the thread that drives the step.
+    L2Cache,
 }
 
 fn flex_kind() -> BackendKind {
@@ -237,7 +250,7 @@ fn cpu_profile() -> Result<DeviceProfile, PlanError> {
         // flex computes bf16/f16 but not faster than f32 (burn-0.21.md §5: 0.18 s vs 0.20 s), so auto stays f32.
         bf16: false,
         fp16_fast: false,
-        backend: for_threads(backend_model(BackendKind::Flex)?, compute_threads()),
+        backend: for_machine(backend_model(BackendKind::Flex)?, compute_threads(), l2_cache_bytes_per_core()),
         source: "sysinfo (available RAM)".into(),
     })
 }
@@ -252,11 +265,18 @@ pub fn compute_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// `backend` on a machine with `threads` compute threads: the per-thread step overhead becomes part of
-/// the step overhead.
-pub fn for_threads(mut backend: BackendModel, threads: usize) -> BackendModel {
-    backend.step_overhead_bytes += backend.step_overhead_per_thread_bytes * threads as u64;
-    backend.step_overhead_per_thread_bytes = 0;
+/// `backend` on a machine with `threads` compute threads and `l2_bytes` of L2 cache per core: the
+/// per-thread scratch becomes part of the step overhead. gemm's slab is thread-local, so every thread that
+/// multiplies matrices during a step has one: rayon's `threads` workers and the thread that calls into
+/// flex (which runs the small and single-threaded multiplies itself). Measured on d3-f8-gn-16 at
+/// `RAYON_NUM_THREADS` = 1 / 2 / 4 on both machine kinds (docs/planner-accuracy.md).
+pub fn for_machine(mut backend: BackendModel, threads: usize, l2_bytes: u64) -> BackendModel {
+    let per_thread = match backend.per_thread_scratch {
+        PerThreadScratch::None => 0,
+        PerThreadScratch::L2Cache => l2_bytes,
+    };
+    backend.step_overhead_bytes += per_thread * (threads as u64 + 1);
+    backend.per_thread_scratch = PerThreadScratch::None;
     backend
 }
 
@@ -307,17 +327,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn per_thread_step_overhead_is_folded_in_once_for_the_machine() {
+    fn per_thread_scratch_is_folded_in_once_for_the_machine() {
+        const MIB: u64 = 1 << 20;
         let flex = backend_model(BackendKind::Flex).unwrap();
-        assert!(flex.step_overhead_per_thread_bytes > 0, "flex keeps GEMM scratch per rayon thread");
-        let one = for_threads(flex.clone(), 1);
-        let eight = for_threads(flex.clone(), 8);
-        assert_eq!(eight.step_overhead_bytes - one.step_overhead_bytes, 7 * flex.step_overhead_per_thread_bytes);
-        assert_eq!(eight.step_overhead_per_thread_bytes, 0);
+        assert_eq!(flex.per_thread_scratch, PerThreadScratch::L2Cache, "flex keeps gemm's slab per thread");
+        // Rayon's workers and the calling thread: 2 + 1 slabs on two threads, 8 + 1 on eight.
+        let two = for_machine(flex.clone(), 2, 2 * MIB);
+        assert_eq!(two.step_overhead_bytes - flex.step_overhead_bytes, 3 * 2 * MIB);
+        let eight = for_machine(flex.clone(), 8, MIB);
+        assert_eq!(eight.step_overhead_bytes - flex.step_overhead_bytes, 9 * MIB);
+        assert_eq!(eight.per_thread_scratch, PerThreadScratch::None);
         // Folding a folded model again adds nothing: a profile cannot count the threads twice.
-        assert_eq!(for_threads(eight.clone(), 8), eight);
+        assert_eq!(for_machine(eight.clone(), 8, MIB), eight);
         let cpu = device_profile(&DeviceSelector::Cpu).unwrap();
-        assert_eq!(cpu.backend, for_threads(flex, compute_threads()));
+        assert_eq!(cpu.backend, for_machine(flex, compute_threads(), l2_cache_bytes_per_core()));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! - [`spec`], [`settings`], [`plan`]: the contracts (network, `[plan]` section, the trainer's plan).
 //! - [`rules`]: every constant the planner rests on, with its reason.
-//! - [`device`]: devices and backend constants; [`units`]: `--budget` sizes.
+//! - [`device`]: devices and backend constants ([`cpu_cache`]: the L2 size flex's GEMM scratch follows);
+//!   [`units`]: `--budget` sizes.
 //! - [`graph`] → [`timeline`]: the network unrolled into ops and the liveness simulation of one step,
 //!   under the [`allocator`] model of the device.
 //! - [`planner`]: the decisions (batch, accumulation, precision, norm, checkpointing, patch, LR);
@@ -16,6 +17,7 @@ pub mod accuracy_report;
 mod allocator;
 pub mod autoconfig;
 pub mod calibration;
+pub mod cpu_cache;
 pub mod device;
 pub mod error;
 mod graph;

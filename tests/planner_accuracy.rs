@@ -2,15 +2,15 @@
 //! step probe): the predicted peak within 10 % on tiny configurations, and the batch picked for a budget set
 //! between measured peaks runs within that budget while the next larger batch would not (or nearly not).
 //!
-//! The counting allocator is process-wide, so the probes in this file take turns (`PROBE_LOCK`); other
-//! test files run in other processes.
+//! Every probe runs in a fresh `voxplan probe-step` child, as `voxplan bench planner` runs them: the counting
+//! allocator is process-wide, and thread-local state a step leaves behind (gemm's per-thread packing slab)
+//! would otherwise be below the next probe's baseline in the same process, and other tests' allocations
+//! inside its window.
 
-use std::sync::Mutex;
+use std::path::Path;
 
-use burn::backend::flex::FlexDevice;
-use burn::backend::{Autodiff, Flex};
 use voxplan_pipeline::ComputeDevice;
-use voxplan_pipeline::step_probe::{HeapReader, ProbeRequest, run_steps};
+use voxplan_pipeline::step_probe::{ProbeRequest, probe_in_child};
 use voxplan_planner::accuracy::{MeasuredStep, predict, relative_error};
 use voxplan_planner::rules::SAFETY_MARGIN_FRACTION;
 use voxplan_planner::zoo::{ZooConfig, parse_zoo};
@@ -18,8 +18,6 @@ use voxplan_planner::{
     CheckpointingRequest, DeviceProfile, DeviceSelector, NormKind, OptimizerKind, PlanRequest, PlanSettings, Precision,
     PrecisionRequest, device_profile, plan,
 };
-
-static PROBE_LOCK: Mutex<()> = Mutex::new(());
 
 /// The largest |relative error| accepted on these tiny configurations (issue 5's worst-case target).
 const MAX_ERROR: f64 = 0.10;
@@ -41,15 +39,8 @@ fn tiny(name: &str, patch: usize, batch: usize) -> ZooConfig {
 }
 
 fn measure(cfg: &ZooConfig) -> MeasuredStep {
-    let _turn = PROBE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let req = ProbeRequest { warmup_steps: 1, measured_steps: 1, ..ProbeRequest::new(cfg.clone(), ComputeDevice::Cpu) };
-    let mut reader = HeapReader::new();
-    if cfg.checkpointing {
-        use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
-        run_steps::<Autodiff<Flex, BalancedCheckpointing>>(&req, &FlexDevice, &mut reader).unwrap()
-    } else {
-        run_steps::<Autodiff<Flex>>(&req, &FlexDevice, &mut reader).unwrap()
-    }
+    probe_in_child(Path::new(env!("CARGO_BIN_EXE_voxplan")), &req).unwrap()
 }
 
 fn cpu() -> DeviceProfile {
