@@ -128,6 +128,12 @@ pub fn backend_model(kind: BackendKind) -> Result<BackendModel, PlanError> {
     embedded_backend_model(kind)
 }
 
+/// The embedded constants for this machine (per-thread scratch folded in, as [`device_profile`] does), what
+/// `voxplan calibrate` simulates its samples with, so that the predictions it prints are the planner's.
+pub fn embedded_backend_model_for_this_machine(kind: BackendKind) -> Result<BackendModel, PlanError> {
+    Ok(for_machine(embedded_backend_model(kind)?, compute_threads(), l2_cache_bytes_per_core()))
+}
+
 /// The constants compiled in from `configs/devices/backends.toml`.
 pub fn embedded_backend_model(kind: BackendKind) -> Result<BackendModel, PlanError> {
     let file: BackendsFile = toml::from_str(BACKENDS_TOML)

@@ -9,7 +9,7 @@ use anyhow::Context;
 use voxplan_pipeline::step_probe::{ProbeRequest, probe_in_child};
 use voxplan_planner::accuracy::simulate_config;
 use voxplan_planner::calibration::{Sample, fit, profile_file, profile_toml};
-use voxplan_planner::device::{CalibrationRecord, embedded_backend_model};
+use voxplan_planner::device::{CalibrationRecord, embedded_backend_model_for_this_machine};
 use voxplan_planner::zoo::ZooHalf;
 
 use crate::cmd::bench_planner::{ZooRunArgs, planning_profile};
@@ -28,9 +28,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (compute, zoo, zoo_origin) = args.run.resolve()?;
     let zoo: Vec<_> = zoo.into_iter().filter(|c| c.half == ZooHalf::Calibration).collect();
     anyhow::ensure!(zoo.len() >= 3, "{} has {} calibration entries; the fit needs at least 3", zoo_origin, zoo.len());
-    // Components are simulated with the embedded constants, which the fit then rescales.
+    // Components are simulated with the embedded constants, which the fit then rescales; its intercept
+    // replaces the whole step overhead, per-thread scratch included.
     let mut device = planning_profile(compute, None)?;
-    device.backend = embedded_backend_model(device.backend.kind)?;
+    device.backend = embedded_backend_model_for_this_machine(device.backend.kind)?;
     let exe = std::env::current_exe().context("locating the voxplan binary for the probe child")?;
     let mut samples = Vec::new();
     for cfg in &zoo {
