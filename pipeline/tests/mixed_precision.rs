@@ -6,7 +6,7 @@ mod model_support;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Tensor};
-use model_support::{Cpu, Train, batch, gradients_of, spec};
+use model_support::{Cpu, SEED, Train, batch, gradients_of, seeded_init, spec};
 use voxplan_pipeline::loss::DiceCeLoss;
 use voxplan_pipeline::model::{MixedConv3d, MixedConv3dConfig, UNet, UNetConfig};
 use voxplan_pipeline::optim::build_optimizer;
@@ -29,7 +29,8 @@ fn parameter_dtypes<M: Module<Train>>(model: &M) -> Vec<DType> {
 /// Trains a few steps at `precision` with the scaler that precision needs; returns the losses.
 fn train(precision: Precision, steps: usize) -> Vec<f32> {
     let device = Default::default();
-    let mut net: UNet<Train> = UNetConfig::new(spec(&[4, 8], NormKind::Group { groups: 2 }), precision).init(&device);
+    let mut net: UNet<Train> =
+        seeded_init(SEED, || UNetConfig::new(spec(&[4, 8], NormKind::Group { groups: 2 }), precision).init(&device));
     let (x, y) = batch::<Train>(2, [16, 16, 16], &device);
     let loss_fn = DiceCeLoss::new(3, None);
     let mut optimizer = build_optimizer::<Train, UNet<Train>>(OptimizerKind::Adamw, 1e-4);
@@ -50,6 +51,7 @@ fn train(precision: Precision, steps: usize) -> Vec<f32> {
         net = optimizer.step(1e-2, net, grads);
     }
     assert!(parameter_dtypes(&net).iter().all(|d| *d == DType::F32), "master weights left f32");
+    println!("{precision:?}: losses {losses:?}");
     losses
 }
 
@@ -68,7 +70,8 @@ fn f16_training_with_loss_scaling_decreases_the_loss() {
 #[test]
 fn gradients_arrive_in_f32_on_f32_parameters() {
     let device = Default::default();
-    let net: UNet<Train> = UNetConfig::new(spec(&[4, 8], NormKind::Instance), Precision::Bf16Mixed).init(&device);
+    let net: UNet<Train> =
+        seeded_init(SEED, || UNetConfig::new(spec(&[4, 8], NormKind::Instance), Precision::Bf16Mixed).init(&device));
     let (x, y) = batch::<Train>(1, [16, 16, 16], &device);
     let loss = DiceCeLoss::new(3, None).forward(&net.forward(x), y);
     let grads = GradientsParams::from_grads(loss.backward(), &net);
@@ -82,7 +85,8 @@ fn gradients_arrive_in_f32_on_f32_parameters() {
 fn low_precision_convs_really_compute_in_low_precision() {
     // The same conv weights computing in f32, bf16 and f16: outputs differ by rounding only.
     let device = Default::default();
-    let f32_conv: MixedConv3d<Cpu> = MixedConv3dConfig::new(1, 8, [3, 3, 3], Precision::F32).init(&device);
+    let f32_conv: MixedConv3d<Cpu> =
+        seeded_init(SEED, || MixedConv3dConfig::new(1, 8, [3, 3, 3], Precision::F32).init(&device));
     let (x, _) = batch::<Cpu>(1, [16, 16, 16], &device);
     let reference = f32_conv.forward(x.clone()).into_data().to_vec::<f32>().unwrap();
     let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -100,8 +104,9 @@ fn low_precision_convs_really_compute_in_low_precision() {
 #[test]
 fn an_f16_overflow_is_detected_and_the_step_skipped() {
     let device = Default::default();
-    let net: UNet<Train> =
-        UNetConfig::new(spec(&[4, 8], NormKind::Group { groups: 2 }), Precision::F16Mixed).init(&device);
+    let net: UNet<Train> = seeded_init(SEED, || {
+        UNetConfig::new(spec(&[4, 8], NormKind::Group { groups: 2 }), Precision::F16Mixed).init(&device)
+    });
     let (x, y) = batch::<Train>(1, [16, 16, 16], &device);
     // 2^40 times the loss: far beyond f16's range (65504) once the gradient reaches the f16 convs.
     let mut scaler = LossScaler::dynamic(2f32.powi(40));
@@ -117,7 +122,8 @@ fn an_f16_overflow_is_detected_and_the_step_skipped() {
 #[test]
 fn an_injected_nan_is_detected() {
     let device = Default::default();
-    let net: UNet<Train> = UNetConfig::new(spec(&[4, 8], NormKind::Instance), Precision::Bf16Mixed).init(&device);
+    let net: UNet<Train> =
+        seeded_init(SEED, || UNetConfig::new(spec(&[4, 8], NormKind::Instance), Precision::Bf16Mixed).init(&device));
     let (x, y) = batch::<Train>(1, [16, 16, 16], &device);
     let loss = DiceCeLoss::new(3, None).forward(&net.forward(x), y);
     let mut grads = GradientsParams::from_grads(loss.backward(), &net);
