@@ -131,7 +131,7 @@ pub fn backend_model(kind: BackendKind) -> Result<BackendModel, PlanError> {
 /// The embedded constants for this machine (per-thread scratch folded in, as [`device_profile`] does), what
 /// `voxplan calibrate` simulates its samples with, so that the predictions it prints are the planner's.
 pub fn embedded_backend_model_for_this_machine(kind: BackendKind) -> Result<BackendModel, PlanError> {
-    Ok(for_machine(embedded_backend_model(kind)?, compute_threads(), l2_cache_bytes_per_core()))
+    Ok(on_this_machine(embedded_backend_model(kind)?))
 }
 
 /// The constants compiled in from `configs/devices/backends.toml`.
@@ -256,7 +256,7 @@ fn cpu_profile() -> Result<DeviceProfile, PlanError> {
         // flex computes bf16/f16 but not faster than f32 (burn-0.21.md §5: 0.18 s vs 0.20 s), so auto stays f32.
         bf16: false,
         fp16_fast: false,
-        backend: for_machine(backend_model(BackendKind::Flex)?, compute_threads(), l2_cache_bytes_per_core()),
+        backend: on_this_machine(backend_model(BackendKind::Flex)?),
         source: "sysinfo (available RAM)".into(),
     })
 }
@@ -269,6 +269,11 @@ pub fn compute_threads() -> usize {
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// [`for_machine`] with this process's compute threads and this CPU's L2 size.
+pub fn on_this_machine(backend: BackendModel) -> BackendModel {
+    for_machine(backend, compute_threads(), l2_cache_bytes_per_core())
 }
 
 /// `backend` on a machine with `threads` compute threads and `l2_bytes` of L2 cache per core: the
@@ -346,7 +351,7 @@ mod tests {
         // Folding a folded model again adds nothing: a profile cannot count the threads twice.
         assert_eq!(for_machine(eight.clone(), 8, MIB), eight);
         let cpu = device_profile(&DeviceSelector::Cpu).unwrap();
-        assert_eq!(cpu.backend, for_machine(flex, compute_threads(), l2_cache_bytes_per_core()));
+        assert_eq!(cpu.backend, on_this_machine(flex));
     }
 
     #[test]
