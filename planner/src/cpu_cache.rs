@@ -8,6 +8,7 @@
 //! follows the machine instead of a constant measured on another one.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// gemm's own fallback when the cache hierarchy cannot be read (gemm-common's `CACHE_INFO_DEFAULT[1]`).
 pub const GEMM_DEFAULT_L2_BYTES: u64 = 512 * 1024;
@@ -18,8 +19,11 @@ const SYSFS_CPU_ROOT: &str = "/sys/devices/system/cpu";
 /// The L2 bytes gemm gives each thread on this machine: the L2 size divided by the logical CPUs that share
 /// it, as gemm computes it; the largest over all CPUs where they differ (hybrid cores: gemm takes whichever
 /// CPU it reads last, so the largest is the safe side). gemm's default where sysfs has no answer.
+/// Read once per process, as gemm does: the hierarchy does not change while it runs, and a many-core
+/// machine has thousands of sysfs files to walk for every plan otherwise.
 pub fn l2_cache_bytes_per_core() -> u64 {
-    l2_bytes_per_core_under(Path::new(SYSFS_CPU_ROOT)).unwrap_or(GEMM_DEFAULT_L2_BYTES)
+    static L2: OnceLock<u64> = OnceLock::new();
+    *L2.get_or_init(|| l2_bytes_per_core_under(Path::new(SYSFS_CPU_ROOT)).unwrap_or(GEMM_DEFAULT_L2_BYTES))
 }
 
 /// [`l2_cache_bytes_per_core`] for a sysfs tree rooted at `root` (`cpuN/cache/indexM/{level,type,size,
@@ -60,15 +64,9 @@ fn l2_share(index: &Path) -> Option<u64> {
     Some(size / sharing)
 }
 
-/// sysfs cache sizes: `2048K`, `1M`, `1G` or plain bytes.
+/// sysfs cache sizes (`2048K`, `1M`, `1G` or plain bytes, binary units) are sizes as `--budget` reads them.
 fn parse_cache_size(text: &str) -> Option<u64> {
-    let (digits, unit) = match text.as_bytes().last()? {
-        b'K' => (&text[..text.len() - 1], 1u64 << 10),
-        b'M' => (&text[..text.len() - 1], 1 << 20),
-        b'G' => (&text[..text.len() - 1], 1 << 30),
-        _ => (text, 1),
-    };
-    digits.parse::<u64>().ok()?.checked_mul(unit)
+    crate::units::parse_budget(text).ok()
 }
 
 /// How many CPUs a list such as `0-3,8,10-11` names.
