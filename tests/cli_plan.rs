@@ -97,7 +97,7 @@ fn an_on_disk_dataset_is_planned_from_its_median_shape_read_from_headers() {
     assert!(ok, "{err}");
     assert!(out.contains("volume           [40, 40, 24]"), "the inference plan covers the median case: {out}");
     // A budget that cannot hold 32³ at batch 1 shrinks the axis with the largest patch/median ratio: z.
-    let (ok, out, err) = voxplan(&["plan", "--config", &config, "--budget", "120MiB", "--format", "json"]);
+    let (ok, out, err) = voxplan(&["plan", "--config", &config, "--budget", "96MiB", "--format", "json"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let patch: Vec<u64> = v["training"]["patch_size"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();

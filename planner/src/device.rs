@@ -30,10 +30,13 @@ pub struct BackendModel {
     pub kind: BackendKind,
     /// Multiplier on activation and gradient bytes (1.0 = the per-op rules as derived).
     pub activation_scale: f64,
-    /// Factor on `kernel_volume × C_in × output voxels × element bytes` (one sample) for conv backward.
+    /// Factor on the conv backward's scratch as [`ConvWorkspace`] sizes it.
     pub conv_backward_workspace_factor: f64,
     /// The same for conv forward.
     pub conv_forward_workspace_factor: f64,
+    /// What a 3D conv allocates besides its output.
+    #[serde(default)]
+    pub conv_workspace: ConvWorkspace,
     /// Bytes the process holds outside the step (CUDA context and autotune, or the CPU process baseline).
     /// Not a tensor: the counting allocator and cubecl's pools do not see it.
     pub fixed_overhead_bytes: u64,
@@ -65,9 +68,27 @@ pub enum PerThreadScratch {
     /// Nothing, or already counted in `step_overhead_bytes` (a folded or calibrated model).
     #[default]
     None,
-    /// One L2-cache-sized buffer per thread ([`crate::cpu_cache`]), held by rayon's compute threads and by
-    /// the thread that drives the step.
+    /// One L2-cache-sized buffer per rayon compute thread ([`crate::cpu_cache`]): with the tiled conv
+    /// kernels every conv gemm runs on those threads.
     L2Cache,
+}
+
+/// The scratch a backend's 3D convs hold while they run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ConvWorkspace {
+    /// One im2col of `kernel taps × C_in × voxels` per sample (flex 0.21 as released).
+    #[default]
+    WholeSample,
+    /// voxplan's tiled flex kernels (vendor/burn-flex/VOXPLAN-PATCH.md): each of `tiles_in_flight` threads
+    /// gathers `[channels × taps, tile_voxels]` at a time, and a weight gradient keeps one `[C_out, C_in ×
+    /// taps]` partial sum per thread. `tiles_in_flight` 0 means "this machine's compute threads":
+    /// [`for_machine`] sets it.
+    Tiled {
+        tile_voxels: u64,
+        #[serde(default)]
+        tiles_in_flight: u64,
+    },
 }
 
 fn flex_kind() -> BackendKind {
@@ -278,16 +299,21 @@ pub fn on_this_machine(backend: BackendModel) -> BackendModel {
 
 /// `backend` on a machine with `threads` compute threads and `l2_bytes` of L2 cache per core: the
 /// per-thread scratch becomes part of the step overhead. gemm's slab is thread-local, so every thread that
-/// multiplies matrices during a step has one: rayon's `threads` workers and the thread that calls into
-/// flex (which runs the small and single-threaded multiplies itself). Measured on d3-f8-gn-16 at
-/// `RAYON_NUM_THREADS` = 1 / 2 / 4 on both machine kinds (docs/planner-accuracy.md).
+/// multiplies matrices during a step has one. With voxplan's tiled conv kernels (vendor/burn-flex) every
+/// conv gemm runs on rayon's `threads` workers, never on the thread that drives the step (flex 0.21's own
+/// convs ran single-tile gemms there too, one slab more). Measured on 16³ steps at batch 1–4 and on
+/// d3-f8-gn-16 at `RAYON_NUM_THREADS` = 1 / 2 / 4 (docs/planner-accuracy.md).
 pub fn for_machine(mut backend: BackendModel, threads: usize, l2_bytes: u64) -> BackendModel {
     let per_thread = match backend.per_thread_scratch {
         PerThreadScratch::None => 0,
         PerThreadScratch::L2Cache => l2_bytes,
     };
-    backend.step_overhead_bytes += per_thread * (threads as u64 + 1);
+    backend.step_overhead_bytes += per_thread * threads as u64;
     backend.per_thread_scratch = PerThreadScratch::None;
+    // The tiled kernels split their tiles into one chunk per rayon thread.
+    if let ConvWorkspace::Tiled { tiles_in_flight: t @ 0, .. } = &mut backend.conv_workspace {
+        *t = threads.max(1) as u64;
+    }
     backend
 }
 
@@ -342,12 +368,14 @@ mod tests {
         const MIB: u64 = 1 << 20;
         let flex = backend_model(BackendKind::Flex).unwrap();
         assert_eq!(flex.per_thread_scratch, PerThreadScratch::L2Cache, "flex keeps gemm's slab per thread");
-        // Rayon's workers and the calling thread: 2 + 1 slabs on two threads, 8 + 1 on eight.
+        // One slab per rayon worker: 2 on two threads, 8 on eight.
         let two = for_machine(flex.clone(), 2, 2 * MIB);
-        assert_eq!(two.step_overhead_bytes - flex.step_overhead_bytes, 3 * 2 * MIB);
+        assert_eq!(two.step_overhead_bytes - flex.step_overhead_bytes, 2 * 2 * MIB);
         let eight = for_machine(flex.clone(), 8, MIB);
-        assert_eq!(eight.step_overhead_bytes - flex.step_overhead_bytes, 9 * MIB);
+        assert_eq!(eight.step_overhead_bytes - flex.step_overhead_bytes, 8 * MIB);
         assert_eq!(eight.per_thread_scratch, PerThreadScratch::None);
+        assert!(matches!(flex.conv_workspace, ConvWorkspace::Tiled { tiles_in_flight: 0, .. }));
+        assert!(matches!(eight.conv_workspace, ConvWorkspace::Tiled { tiles_in_flight: 8, .. }));
         // Folding a folded model again adds nothing: a profile cannot count the threads twice.
         assert_eq!(for_machine(eight.clone(), 8, MIB), eight);
         let cpu = device_profile(&DeviceSelector::Cpu).unwrap();

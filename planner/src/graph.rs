@@ -11,7 +11,7 @@
 //! - cat: creates the concatenation (kept by the conv that reads it), keeps nothing itself.
 //! - Dice + CE loss: see [`crate::rules::LOSS_SAVED_LOGIT_SIZES`].
 
-use crate::device::BackendModel;
+use crate::device::{BackendModel, ConvWorkspace};
 use crate::plan::Precision;
 use crate::rules::{
     BATCH_NORM_SAVED_ACTIVATIONS, BOOL_BYTES, F32_BYTES, GROUP_NORM_SAVED_ACTIVATIONS, HALF_BYTES, LABEL_BYTES,
@@ -165,6 +165,49 @@ impl Builder<'_> {
         }
     }
 
+    /// Scratch elements of one conv's forward and backward (before the backend's factors and the element
+    /// size): `cin` channels at `vin` voxels in, `cout` at `vout` out, `kvol` taps per output voxel (per
+    /// input voxel when `transposed`).
+    fn conv_workspace_elements(
+        &self,
+        cin: u64,
+        cout: u64,
+        kvol: u64,
+        vin: u64,
+        vout: u64,
+        transposed: bool,
+    ) -> (u64, u64) {
+        let n = self.o.batch as u64;
+        match self.o.backend.conv_workspace {
+            // im2col: kernel taps × input channels × the larger side's voxels, one sample at a time.
+            ConvWorkspace::WholeSample => {
+                let cols = kvol * cin * vout.max(vin);
+                (cols, cols)
+            }
+            // Each op is "gather [channels × taps, tile] for a tile of destination voxels, then one gemm"
+            // (vendor/burn-flex/src/ops/conv3d_tiled.rs); a thread handles a chunk of tiles with one buffer.
+            ConvWorkspace::Tiled { tile_voxels, tiles_in_flight } => {
+                let tile = tile_voxels.max(1);
+                let chunks = |dst: u64| tiles_in_flight.max(1).min(n * dst.div_ceil(tile));
+                let gather = |rows: u64, dst: u64| chunks(dst) * rows * dst.min(tile);
+                let weights = cin * cout * kvol;
+                if transposed {
+                    // Forward: the input gradient of the conv it transposes (gathers the input, a transposed
+                    // weight copy); backward: that conv on the output gradient, and its weight gradient with
+                    // input and output exchanged (one partial sum per chunk).
+                    let fw = gather(cin * kvol, vout) + weights;
+                    let bw = gather(cout * kvol, vin) + chunks(vin) * weights;
+                    (fw, bw)
+                } else {
+                    let fw = gather(cin * kvol, vout);
+                    let x_grad = gather(cout * kvol, vin) + weights;
+                    let w_grad = gather(cin * kvol, vout) + chunks(vout) * weights;
+                    (fw, x_grad.max(w_grad))
+                }
+            }
+        }
+    }
+
     /// A conv (or transposed conv) with `kvol` taps per output (per input for transposed), reading `x`
     /// (`cin` channels at `in_shape`) and writing `cout` channels at `out_shape`. Returns the f32 output.
     #[allow(clippy::too_many_arguments)]
@@ -178,6 +221,7 @@ impl Builder<'_> {
         kvol: u64,
         in_shape: [usize; 3],
         out_shape: [usize; 3],
+        transposed: bool,
     ) -> usize {
         let n = self.o.batch as u64;
         let vin = voxels(in_shape);
@@ -201,16 +245,17 @@ impl Builder<'_> {
                 self.g.ops[op].saves.push(w);
             }
         }
-        // A backend without half-precision conv kernels converts to f32 and back: its im2col is f32 and it
+        // A backend without half-precision conv kernels converts to f32 and back: its scratch is f32 and it
         // holds f32 copies of the conv's input and output (forward), or of the output gradient and the
         // input-gradient result (backward), while the op runs.
         let via_f32 = self.mixed() && self.o.backend.half_conv_via_f32;
         let (work_bytes, f32_copies) =
             if via_f32 { (F32_BYTES, n * (cin as u64 * vin + cout as u64 * vout) * F32_BYTES) } else { (cb, 0) };
-        // im2col: kernel taps × input channels × the larger side's voxels, one sample at a time.
-        let cols = kvol * cin as u64 * vout.max(vin) * work_bytes;
-        let fw = (cols as f64 * self.o.backend.conv_forward_workspace_factor).round() as u64 + f32_copies;
-        let bw = (cols as f64 * self.o.backend.conv_backward_workspace_factor).round() as u64 + f32_copies;
+        let (fw_elems, bw_elems) = self.conv_workspace_elements(cin as u64, cout as u64, kvol, vin, vout, transposed);
+        let fw = (fw_elems as f64 * work_bytes as f64 * self.o.backend.conv_forward_workspace_factor).round() as u64
+            + f32_copies;
+        let bw = (bw_elems as f64 * work_bytes as f64 * self.o.backend.conv_backward_workspace_factor).round() as u64
+            + f32_copies;
         let opd = &mut self.g.ops[op];
         opd.fwd_workspace = fw;
         opd.fwd_transient = fw;
@@ -279,7 +324,7 @@ impl Builder<'_> {
     ) -> usize {
         let layer = self.layer(name);
         let kvol = kernel.iter().product::<usize>() as u64;
-        let y = self.conv(name, layer, x, cin, cout, kvol, in_shape, out_shape);
+        let y = self.conv(name, layer, x, cin, cout, kvol, in_shape, out_shape, false);
         let z = self.norm(name, layer, y, cout, out_shape);
         self.act(name, layer, z, cout, out_shape)
     }
@@ -299,10 +344,10 @@ impl Builder<'_> {
         let h = self.layer_cna(&format!("{name}.a"), x, cin, cout, kernel, in_shape, out_shape);
         let layer = self.layer(&format!("{name}.b"));
         let kvol = kernel.iter().product::<usize>() as u64;
-        let y = self.conv(&format!("{name}.b"), layer, h, cout, cout, kvol, out_shape, out_shape);
+        let y = self.conv(&format!("{name}.b"), layer, h, cout, cout, kvol, out_shape, out_shape, false);
         let y = self.norm(&format!("{name}.b"), layer, y, cout, out_shape);
         let shortcut = if cin != cout || in_shape != out_shape {
-            let s = self.conv(&format!("{name}.skip"), layer, x, cin, cout, 1, in_shape, out_shape);
+            let s = self.conv(&format!("{name}.skip"), layer, x, cin, cout, 1, in_shape, out_shape, false);
             self.norm(&format!("{name}.skip"), layer, s, cout, out_shape)
         } else {
             x
@@ -336,7 +381,7 @@ impl Builder<'_> {
 
     fn head(&mut self, name: &str, x: usize, cin: usize, shape: [usize; 3]) -> usize {
         let layer = self.layer(name);
-        self.conv(name, layer, x, cin, self.spec.num_classes, 1, shape, shape)
+        self.conv(name, layer, x, cin, self.spec.num_classes, 1, shape, shape, false)
     }
 }
 
@@ -379,7 +424,8 @@ pub(crate) fn build(spec: &NetworkSpec, o: &GraphOptions) -> Graph {
         let below_shape = spec.stage_shape(o.patch, s + 1);
         let up_layer = b.layer(&format!("dec{s}.up"));
         let kvol = below.stride.iter().product::<usize>() as u64;
-        let up = b.conv(&format!("dec{s}.up"), up_layer, x, below.features, st.features, kvol, below_shape, shape);
+        let up =
+            b.conv(&format!("dec{s}.up"), up_layer, x, below.features, st.features, kvol, below_shape, shape, true);
         let cat = b.op(format!("dec{s}.cat"), up_layer, vec![skips[s], up]);
         let cat_out = b.output(cat, n * 2 * st.features as u64 * voxels(shape) * F32_BYTES, Role::Activation, true);
         x = cat_out;

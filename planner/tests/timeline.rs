@@ -3,7 +3,8 @@
 
 use voxplan_planner::{
     BackendKind, DeviceKind, DeviceProfile, LossKind, NetworkSpec, NormKind, OptimizerKind, Precision, SimRequest,
-    device::backend_model, simulate, simulate_with,
+    device::{ConvWorkspace, backend_model},
+    simulate, simulate_with,
 };
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -103,12 +104,20 @@ fn retained_after_forward_matches_the_measured_unet() {
     assert!((ck - 235.3).abs() / 235.3 < 0.02, "{ck}");
 }
 
+/// flex 0.21 as published, before voxplan's tiled conv kernels (vendor/burn-flex): one whole-sample im2col.
+fn released_flex_cpu() -> DeviceProfile {
+    let mut dev = flex_cpu();
+    dev.backend.conv_workspace = ConvWorkspace::WholeSample;
+    dev
+}
+
 #[test]
 fn flex_step_peak_tracks_the_measured_heap_peaks() {
-    // measured-here.md: heap growth during a steady-state step (model state already allocated):
-    // 32³ b1 141 MiB, 64³ b1 1125 MiB, 64³ b2 1386 MiB.
+    // measured-here.md, on flex 0.21 as published: heap growth during a steady-state step (model state
+    // already allocated): 32³ b1 141 MiB, 64³ b1 1125 MiB, 64³ b2 1386 MiB. The patched kernels are checked
+    // against measured steps by tests/planner_accuracy.rs and `voxplan bench planner`.
     for (patch, batch, measured) in [(32, 1, 141.0), (64, 1, 1125.0), (64, 2, 1386.0)] {
-        let t = measured_unet_step(patch, batch, false, &flex_cpu());
+        let t = measured_unet_step(patch, batch, false, &released_flex_cpu());
         let c = t.peak_components;
         let step = (t.peak_bytes - c.model_state_bytes - c.fixed_bytes) as f64 / MIB;
         println!("{patch}³ b{batch}: predicted {step:.1} MiB at {} vs measured {measured}", t.peak_op);
@@ -170,4 +179,23 @@ fn flex_computes_half_convs_via_f32_so_their_workspace_is_f32_sized_plus_copies(
     no_via.backend.half_conv_via_f32 = false;
     let native = simulate(&one_conv(), [8; 3], 1, Precision::Bf16Mixed, false, OptimizerKind::Sgd, &no_via);
     assert_eq!(conv(&native) * 2, conv(&f32_step), "a native bf16 im2col is half the f32 one");
+}
+
+#[test]
+fn tiled_flex_convs_hold_one_gather_tile_per_thread_whatever_the_volume() {
+    // vendor/burn-flex/src/ops/conv3d_tiled.rs: each of the threads gathers [C_in · 27, 1024] for a tile.
+    let mut dev = flex_cpu();
+    dev.backend.conv_workspace = ConvWorkspace::Tiled { tile_voxels: 1024, tiles_in_flight: 2 };
+    let event = |t: &voxplan_planner::Timeline, op: &str| t.events.iter().find(|e| e.op == op).unwrap().transient_bytes;
+    for patch in [32, 64] {
+        let t = simulate(&one_conv(), [patch; 3], 1, Precision::F32, false, OptimizerKind::Sgd, &dev);
+        // 1 input channel, 4 outputs, 27 taps, f32.
+        assert_eq!(event(&t, "enc0.conv0"), 2 * 27 * 1024 * 4, "{patch}³ forward");
+        // Input gradient: [4 · 27, 1024] per thread plus the transposed weights (108), larger than the
+        // weight gradient's [27, 1024] per thread plus a 108-weight partial sum per thread.
+        assert_eq!(event(&t, "enc0.conv0 backward"), (2 * 108 * 1024 + 108) * 4, "{patch}³ backward");
+    }
+    // A volume smaller than one tile at batch 1 is one task: one buffer of its own size.
+    let small = simulate(&one_conv(), [8; 3], 1, Precision::F32, false, OptimizerKind::Sgd, &dev);
+    assert_eq!(event(&small, "enc0.conv0"), 27 * 512 * 4);
 }

@@ -2,7 +2,7 @@
 //!
 //! These operations power neural network modules like convolutions and pooling.
 
-use crate::ops::{conv, conv_transpose, deform_conv, interpolate, pool};
+use crate::ops::{conv, conv3d_tiled, conv_transpose, deform_conv, interpolate, pool};
 use crate::{Flex, FlexTensor, Layout};
 use burn_backend::{
     DType, Element, TensorMetadata,
@@ -249,13 +249,31 @@ impl ModuleOps<Flex> for Flex {
         bias: Option<FloatTensor<Flex>>,
         options: ConvOptions<3>,
     ) -> FloatTensor<Flex> {
-        match x.dtype() {
-            DType::F32 => conv::conv3d_f32(x, weight, bias, &options),
-            DType::F64 => conv::conv3d_f64(x, weight, bias, &options),
-            DType::F16 => conv::conv3d_f16(x, weight, bias, &options),
-            DType::BF16 => conv::conv3d_bf16(x, weight, bias, &options),
-            dtype => panic!("conv3d: unsupported dtype {:?}", dtype),
-        }
+        // voxplan patch: every 3D conv takes the tiled path, pointwise ones included, so that all of a
+        // step's conv gemms run on rayon's workers (see `conv3d_tiled::run_chunks`).
+        conv3d_tiled::conv3d(x, weight, bias, &options)
+    }
+
+    // voxplan patch: burn's default conv3d backward runs the weight gradient as a conv with a whole-volume
+    // kernel and the input gradient through the scalar transposed conv; both are tiled gathers here.
+    fn conv3d_x_backward(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        options: ConvOptions<3>,
+    ) -> FloatTensor<Flex> {
+        let s = x.layout().shape();
+        conv3d_tiled::conv3d_x_backward([s[2], s[3], s[4]], weight, output_grad, &options)
+    }
+
+    fn conv3d_weight_backward(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        options: ConvOptions<3>,
+    ) -> FloatTensor<Flex> {
+        let s = weight.layout().shape();
+        conv3d_tiled::conv3d_weight_backward(x, [s[0], s[1], s[2], s[3], s[4]], output_grad, &options)
     }
 
     fn conv_transpose1d(
@@ -294,13 +312,25 @@ impl ModuleOps<Flex> for Flex {
         bias: Option<FloatTensor<Flex>>,
         options: ConvTransposeOptions<3>,
     ) -> FloatTensor<Flex> {
-        match x.dtype() {
-            DType::F32 => conv_transpose::conv_transpose3d_f32(x, weight, bias, &options),
-            DType::F64 => conv_transpose::conv_transpose3d_f64(x, weight, bias, &options),
-            DType::F16 => conv_transpose::conv_transpose3d_f16(x, weight, bias, &options),
-            DType::BF16 => conv_transpose::conv_transpose3d_bf16(x, weight, bias, &options),
-            dtype => panic!("conv_transpose3d: unsupported dtype {:?}", dtype),
-        }
+        // voxplan patch: the transposed conv is the tiled input gradient of the conv it transposes.
+        conv3d_tiled::conv_transpose3d(x, weight, bias, &options)
+    }
+
+    fn conv_transpose3d_x_backward(
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        options: ConvTransposeOptions<3>,
+    ) -> FloatTensor<Flex> {
+        conv3d_tiled::conv_transpose3d_x_backward(weight, output_grad, &options)
+    }
+
+    fn conv_transpose3d_weight_backward(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        options: ConvTransposeOptions<3>,
+    ) -> FloatTensor<Flex> {
+        conv3d_tiled::conv_transpose3d_weight_backward(x, weight, output_grad, &options)
     }
 
     fn avg_pool2d(
