@@ -61,8 +61,7 @@ fn conv_terms(
     for b in 0..n {
         for oc in 0..cout {
             let g = oc / ogroup;
-            for c in 0..cpg {
-                let ic = g * cpg + c;
+            for ic in g * cpg..(g + 1) * cpg {
                 for od in 0..output[0] {
                     for oh in 0..output[1] {
                         for ow in 0..output[2] {
@@ -80,7 +79,6 @@ fn conv_terms(
                                         if inside {
                                             visit(b, oc, ic, out, src, k);
                                         }
-                                        let _ = c;
                                     }
                                 }
                             }
@@ -90,6 +88,45 @@ fn conv_terms(
             }
         }
     }
+}
+
+/// Checks `op(x, w, b)` and the gradients of `Σ op · r` (for x, w and b, through autodiff) against the
+/// definition: `terms` calls `term(y index, x index, w index)` once for every product `w · x` that adds
+/// into an output voxel; the bias adds to every voxel of its channel. Values are drawn from `seed`.
+fn check_against_definition(
+    what: &str,
+    [xs, ws, ys]: [[usize; 5]; 3],
+    seed: u64,
+    terms: impl FnOnce(&mut dyn FnMut(usize, usize, usize)),
+    op: impl FnOnce(Tensor<Train, 5>, Tensor<Train, 5>, Tensor<Train, 1>) -> Tensor<Train, 5>,
+) {
+    let (n, cout) = (ys[0], ys[1]);
+    let (x, w, b) = (values(xs.iter().product(), seed), values(ws.iter().product(), seed + 1), values(cout, seed + 2));
+    let r = values(ys.iter().product(), seed + 3);
+    let mut y = vec![0f32; r.len()];
+    let (mut dx, mut dw) = (vec![0f32; x.len()], vec![0f32; w.len()]);
+    terms(&mut |yi, xi, wi| {
+        y[yi] += w[wi] * x[xi];
+        dx[xi] += r[yi] * w[wi];
+        dw[wi] += r[yi] * x[xi];
+    });
+    let vox = ys[2] * ys[3] * ys[4];
+    for (i, v) in y.iter_mut().enumerate() {
+        *v += b[(i / vox) % cout];
+    }
+    let db: Vec<f32> =
+        (0..cout).map(|oc| (0..n).flat_map(|bt| r[(bt * cout + oc) * vox..][..vox].iter()).sum()).collect();
+
+    let (xt, wt) = (tensor(&x, xs).require_grad(), tensor(&w, ws).require_grad());
+    let bt = Tensor::<Train, 1>::from_data(TensorData::new(b, [cout]), &Default::default()).require_grad();
+    let out = op(xt.clone(), wt.clone(), bt.clone());
+    assert_eq!(out.dims(), ys, "{what}: output shape");
+    let grads = (out.clone() * tensor(&r, ys)).sum().backward();
+    let tol = 1e-5;
+    assert_close(&format!("{what} y"), &host(out), &y, tol);
+    assert_close(&format!("{what} dx"), &host(xt.grad(&grads).expect("dx")), &dx, tol);
+    assert_close(&format!("{what} dw"), &host(wt.grad(&grads).expect("dw")), &dw, tol);
+    assert_close(&format!("{what} db"), &host(bt.grad(&grads).expect("db")), &db, tol);
 }
 
 struct Case {
@@ -113,36 +150,17 @@ fn check_conv(case: Case, seed: u64) {
     let xs = [n, cin, input[0], input[1], input[2]];
     let ws = [cout, cpg, kernel[0], kernel[1], kernel[2]];
     let ys = [n, cout, output[0], output[1], output[2]];
-    let (x, w, b) = (values(xs.iter().product(), seed), values(ws.iter().product(), seed + 1), values(cout, seed + 2));
-    let r = values(ys.iter().product(), seed + 3);
-
-    let mut y = vec![0f32; ys.iter().product()];
-    let (mut dx, mut dw) = (vec![0f32; x.len()], vec![0f32; w.len()]);
-    conv_terms(n, cout, cpg, groups, input, output, kernel, &options, |bt, oc, ic, out, src, k| {
-        let yi = at(ys, [bt, oc, out[0], out[1], out[2]]);
-        let xi = at(xs, [bt, ic, src[0], src[1], src[2]]);
-        let wi = at(ws, [oc, ic % cpg, k[0], k[1], k[2]]);
-        y[yi] += w[wi] * x[xi];
-        dx[xi] += r[yi] * w[wi];
-        dw[wi] += r[yi] * x[xi];
-    });
-    let vox: usize = output.iter().product();
-    for (i, v) in y.iter_mut().enumerate() {
-        *v += b[(i / vox) % cout];
-    }
-    let db: Vec<f32> =
-        (0..cout).map(|oc| (0..n).flat_map(|bt| r[(bt * cout + oc) * vox..][..vox].iter()).sum()).collect();
-
-    let (xt, wt) = (tensor(&x, xs).require_grad(), tensor(&w, ws).require_grad());
-    let bt = Tensor::<Train, 1>::from_data(TensorData::new(b.clone(), [cout]), &Default::default()).require_grad();
-    let out = conv3d(xt.clone(), wt.clone(), Some(bt.clone()), options);
-    assert_eq!(out.dims(), ys);
-    let grads = (out.clone() * tensor(&r, ys)).sum().backward();
-    let tol = 1e-5;
-    assert_close("conv3d y", &host(out), &y, tol);
-    assert_close("conv3d dx", &host(xt.grad(&grads).expect("dx")), &dx, tol);
-    assert_close("conv3d dw", &host(wt.grad(&grads).expect("dw")), &dw, tol);
-    assert_close("conv3d db", &host(bt.grad(&grads).expect("db")), &db, tol);
+    let terms = |term: &mut dyn FnMut(usize, usize, usize)| {
+        conv_terms(n, cout, cpg, groups, input, output, kernel, &options, |bt, oc, ic, out, src, k| {
+            term(
+                at(ys, [bt, oc, out[0], out[1], out[2]]),
+                at(xs, [bt, ic, src[0], src[1], src[2]]),
+                at(ws, [oc, ic % cpg, k[0], k[1], k[2]]),
+            )
+        })
+    };
+    let op = |x, w, b| conv3d(x, w, Some(b), options.clone());
+    check_against_definition("conv3d", [xs, ws, ys], seed, terms, op);
 }
 
 #[test]
@@ -265,58 +283,37 @@ fn check_transposed(case: TransposedCase, seed: u64) {
     let xs = [n, cin, input[0], input[1], input[2]];
     let ws = [cin, opg, kernel[0], kernel[1], kernel[2]];
     let ys = [n, cout, output[0], output[1], output[2]];
-    let (x, w, b) = (values(xs.iter().product(), seed), values(ws.iter().product(), seed + 1), values(cout, seed + 2));
-    let r = values(ys.iter().product(), seed + 3);
-
-    // Definition: every input voxel scatters w[ic, oc, k] · x into output i·s + k − p.
-    let mut y = vec![0f32; ys.iter().product()];
-    let (mut dx, mut dw) = (vec![0f32; x.len()], vec![0f32; w.len()]);
-    for bt in 0..n {
-        for ic in 0..cin {
-            let g = ic / ipg;
-            for oc_l in 0..opg {
-                let oc = g * opg + oc_l;
-                for (d, h, wv) in
-                    (0..input[0]).flat_map(|d| (0..input[1]).flat_map(move |h| (0..input[2]).map(move |w| (d, h, w))))
-                {
-                    for (kd, kh, kw) in (0..kernel[0])
-                        .flat_map(|a| (0..kernel[1]).flat_map(move |b| (0..kernel[2]).map(move |c| (a, b, c))))
-                    {
-                        let (i, k) = ([d, h, wv], [kd, kh, kw]);
-                        let mut dst = [0usize; 3];
-                        let inside = (0..3).all(|a| {
-                            let p = (i[a] * stride[a] + k[a]) as isize - padding[a] as isize;
-                            dst[a] = p.max(0) as usize;
-                            p >= 0 && (p as usize) < output[a]
-                        });
-                        if !inside {
-                            continue;
+    // Definition: every input voxel i scatters w[ic, oc, k] · x into output i·s + k − p.
+    let terms = |term: &mut dyn FnMut(usize, usize, usize)| {
+        let voxels =
+            |e: [usize; 3]| (0..e[0]).flat_map(move |a| (0..e[1]).flat_map(move |b| (0..e[2]).map(move |c| [a, b, c])));
+        for bt in 0..n {
+            for ic in 0..cin {
+                for oc_l in 0..opg {
+                    let oc = (ic / ipg) * opg + oc_l;
+                    for i in voxels(input) {
+                        for k in voxels(kernel) {
+                            let mut dst = [0usize; 3];
+                            let inside = (0..3).all(|a| {
+                                let p = (i[a] * stride[a] + k[a]) as isize - padding[a] as isize;
+                                dst[a] = p.max(0) as usize;
+                                p >= 0 && (p as usize) < output[a]
+                            });
+                            if inside {
+                                term(
+                                    at(ys, [bt, oc, dst[0], dst[1], dst[2]]),
+                                    at(xs, [bt, ic, i[0], i[1], i[2]]),
+                                    at(ws, [ic, oc_l, k[0], k[1], k[2]]),
+                                );
+                            }
                         }
-                        let yi = at(ys, [bt, oc, dst[0], dst[1], dst[2]]);
-                        let xi = at(xs, [bt, ic, d, h, wv]);
-                        let wi = at(ws, [ic, oc_l, kd, kh, kw]);
-                        y[yi] += w[wi] * x[xi];
-                        dx[xi] += r[yi] * w[wi];
-                        dw[wi] += r[yi] * x[xi];
                     }
                 }
             }
         }
-    }
-    let vox: usize = output.iter().product();
-    for (i, v) in y.iter_mut().enumerate() {
-        *v += b[(i / vox) % cout];
-    }
-
-    let (xt, wt) = (tensor(&x, xs).require_grad(), tensor(&w, ws).require_grad());
-    let bt = Tensor::<Train, 1>::from_data(TensorData::new(b, [cout]), &Default::default());
-    let out = conv_transpose3d(xt.clone(), wt.clone(), Some(bt), options);
-    assert_eq!(out.dims(), ys);
-    let grads = (out.clone() * tensor(&r, ys)).sum().backward();
-    let tol = 1e-5;
-    assert_close("conv_transpose3d y", &host(out), &y, tol);
-    assert_close("conv_transpose3d dx", &host(xt.grad(&grads).expect("dx")), &dx, tol);
-    assert_close("conv_transpose3d dw", &host(wt.grad(&grads).expect("dw")), &dw, tol);
+    };
+    let op = |x, w, b| conv_transpose3d(x, w, Some(b), options.clone());
+    check_against_definition("conv_transpose3d", [xs, ws, ys], seed, terms, op);
 }
 
 #[test]
