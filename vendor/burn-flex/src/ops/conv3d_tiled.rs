@@ -350,16 +350,24 @@ fn tensor<T: TiledElement>(values: Vec<T>, shape: [usize; 5], dtype: DType) -> F
     FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(Shape::from(shape.to_vec())), dtype)
 }
 
-fn forward_maps(
-    options_stride: [usize; 3],
-    dilation: [usize; 3],
-    pad: [usize; 3],
+/// The gather of a conv's forward (and of its weight gradient): output voxels read the input.
+fn forward_maps(options: &ConvOptions<3>, input: [usize; 3], kernel: [usize; 3]) -> [AxisMap; 3] {
+    core::array::from_fn(|a| {
+        let (s, d, p) = (options.stride[a], options.dilation[a], options.padding[a]);
+        let out = calculate_conv_output_size(kernel[a], s, p, d, input[a]);
+        AxisMap::forward(s, d, p, input[a], out, kernel[a])
+    })
+}
+
+/// The gather of a conv's input gradient: input voxels read the output gradient.
+fn input_grad_maps(
+    options: &ConvOptions<3>,
+    output: [usize; 3],
     input: [usize; 3],
-    w: [usize; 3],
+    kernel: [usize; 3],
 ) -> [AxisMap; 3] {
     core::array::from_fn(|a| {
-        let out = calculate_conv_output_size(w[a], options_stride[a], pad[a], dilation[a], input[a]);
-        AxisMap::forward(options_stride[a], dilation[a], pad[a], input[a], out, w[a])
+        AxisMap::input_grad(options.stride[a], options.dilation[a], options.padding[a], output[a], input[a], kernel[a])
     })
 }
 
@@ -374,7 +382,7 @@ fn conv3d_typed<T: TiledElement>(
     let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
     let [n, cin, d, h, w] = dims5(&x);
     let [cout, _, kd, kh, kw] = dims5(&weight);
-    let gather = Gather::new(forward_maps(options.stride, options.dilation, options.padding, [d, h, w], [kd, kh, kw]));
+    let gather = Gather::new(forward_maps(options, [d, h, w], [kd, kh, kw]));
     let bias = bias.map(|b| b.to_contiguous());
     let bias = bias.as_ref().map(data::<T>);
     let out = gather_gemm(&gather, data::<T>(&x), cin, data::<T>(&weight), bias, cout, options.groups, n);
@@ -396,16 +404,7 @@ fn conv3d_x_backward_typed<T: TiledElement>(
     let [_, cpg, kd, kh, kw] = dims5(&weight);
     let groups = options.groups;
     let (out_spatial, k) = ([od, oh, ow], [kd, kh, kw]);
-    let maps = core::array::from_fn(|a| {
-        AxisMap::input_grad(
-            options.stride[a],
-            options.dilation[a],
-            options.padding[a],
-            out_spatial[a],
-            x_spatial[a],
-            k[a],
-        )
-    });
+    let maps = input_grad_maps(options, out_spatial, x_spatial, k);
     let gather = Gather::new(maps);
     // weight [C_out, cpg, taps] → per group [cpg, ogroup · taps]: row ci reads (co, tap).
     let taps = kd * kh * kw;
@@ -439,7 +438,7 @@ fn conv3d_weight_backward_typed<T: TiledElement>(
     let [n, cin, d, h, w] = dims5(&x);
     let [cout, cpg, kd, kh, kw] = weight_shape;
     let groups = options.groups;
-    let gather = Gather::new(forward_maps(options.stride, options.dilation, options.padding, [d, h, w], [kd, kh, kw]));
+    let gather = Gather::new(forward_maps(options, [d, h, w], [kd, kh, kw]));
     let ogroup = cout / groups;
     let rows = cpg * gather.taps();
     let (src_vox, dst_vox) = (gather.src_voxels(), gather.dst_voxels());
