@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod metrics_log;
+mod oom_watch;
 pub mod progress;
 pub mod session;
 pub mod step;

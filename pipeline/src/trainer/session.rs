@@ -22,6 +22,7 @@ use crate::experiment::Experiment;
 use crate::memory::MemoryMeter;
 use crate::trainer::checkpoint::{self, SAFETENSORS_FILE};
 use crate::trainer::metrics_log::{EventRecord, MetricsLog};
+use crate::trainer::oom_watch;
 use crate::trainer::train_loop::{LoopOutcome, RunContext, run};
 
 /// After an out-of-memory the budget is cut to this fraction of the one that failed: enough to move the
@@ -290,24 +291,39 @@ fn dispatch_cuda(ctx: &RunContext, index: usize) -> Result<LoopOutcome, Attempt>
 
     let device = CudaDevice::new(index);
     let mut meter = MemoryMeter::Cuda(CudaMeter::new(device.clone()));
+    oom_watch::watch();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         if ctx.plan.checkpointing {
             run::<Autodiff<Cuda, BalancedCheckpointing>>(ctx, &device, &mut meter)
         } else {
             run::<Autodiff<Cuda>>(ctx, &device, &mut meter)
         }
-    }));
-    match outcome {
-        Ok(result) => result.map_err(Attempt::Failed),
-        Err(payload) => {
-            let message = panic_message(payload.as_ref());
-            <Cuda as Backend>::memory_cleanup(&device);
-            if is_out_of_memory(&message) {
-                Err(Attempt::OutOfMemory(message))
-            } else {
-                Err(Attempt::Failed(PipelineError::Device { requested: format!("cuda:{index}"), problem: message }))
-            }
-        }
+    }))
+    .map_err(|payload| panic_message(payload.as_ref()));
+    if !matches!(outcome, Ok(Ok(_))) {
+        <Cuda as Backend>::memory_cleanup(&device);
+    }
+    classify_cuda_attempt(outcome, oom_watch::take_noted(), index)
+}
+
+/// How a CUDA attempt ended: its own result, or the message of the panic that ended it, and any
+/// out-of-memory panic [`oom_watch`] noted on another thread meanwhile. A failure is an out-of-memory when
+/// either says so; a run that finished is a run that finished.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn classify_cuda_attempt(
+    outcome: Result<Result<LoopOutcome, PipelineError>, String>,
+    noted_out_of_memory: Option<String>,
+    index: usize,
+) -> Result<LoopOutcome, Attempt> {
+    let failure = match outcome {
+        Ok(Ok(done)) => return Ok(done),
+        Ok(Err(error)) => error.to_string(),
+        Err(panic) => panic,
+    };
+    match noted_out_of_memory {
+        Some(noted) => Err(Attempt::OutOfMemory(format!("{noted} (then: {failure})"))),
+        None if oom_watch::is_out_of_memory(&failure) => Err(Attempt::OutOfMemory(failure)),
+        None => Err(Attempt::Failed(PipelineError::Device { requested: format!("cuda:{index}"), problem: failure })),
     }
 }
 
@@ -327,14 +343,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .cloned()
         .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "unknown panic".into())
-}
-
-/// cubecl's allocation failure ("can't allocate buffer of size", `BufferTooBig`) and the driver's
-/// `CUDA_ERROR_OUT_OF_MEMORY`, as they surface in the runner's panic (reference §8).
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-fn is_out_of_memory(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    ["allocate", "out of memory", "out_of_memory", "buffertoobig", "oom"].iter().any(|k| m.contains(k))
 }
 
 fn summary(o: LoopOutcome, ctx: &RunContext, device: ComputeDevice, replans: usize, started: Instant) -> TrainSummary {
@@ -509,9 +517,22 @@ max_validation_cases = 1
     }
 
     #[test]
-    fn recognises_cubecl_and_driver_oom_messages_only() {
-        assert!(is_out_of_memory("can't allocate buffer of size: 123"));
-        assert!(is_out_of_memory("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")"));
-        assert!(!is_out_of_memory("index out of bounds"));
+    fn a_failed_cuda_attempt_is_an_out_of_memory_when_its_error_or_another_thread_says_so() {
+        let kind = |outcome, noted: Option<&str>| match classify_cuda_attempt(outcome, noted.map(String::from), 0) {
+            Ok(_) => "finished".to_string(),
+            Err(Attempt::OutOfMemory(m)) => format!("oom: {m}"),
+            Err(Attempt::Failed(e)) => format!("failed: {e}"),
+        };
+        let read_error =
+            || Ok(Err(PipelineError::Device { requested: "cuda:0".into(), problem: "read failed".into() }));
+        // cubecl's runner thread panicked allocating; the training thread only saw a generic read error.
+        let k = kind(read_error(), Some("can't allocate buffer of size: 7"));
+        assert!(k.starts_with("oom: can't allocate buffer of size: 7 (then: ") && k.contains("read failed"), "{k}");
+        // The training thread's own panic names the allocation.
+        assert!(kind(Err("BufferTooBig { size: 7 }".into()), None).starts_with("oom: BufferTooBig"));
+        // Anything else is a device failure, reported as such.
+        let k = kind(Err("index out of bounds".into()), None);
+        assert!(k.starts_with("failed:") && k.contains("cuda:0") && k.contains("index out of bounds"), "{k}");
+        assert!(kind(read_error(), None).starts_with("failed:"));
     }
 }
