@@ -128,7 +128,7 @@ fn predict_on<B: Backend>(
             &profile,
             options.budget_bytes,
         )?;
-        let probs = predict_volume(&model, &volume, plan.patch_size, classes, inference.windows_per_pass, device);
+        let probs = predict_volume(&model, &volume, plan.patch_size, classes, inference.windows_per_pass, device)?;
         let labels: Labels = preprocessing.restore_labels(probs.argmax(volume.affine), shape, affine);
         let name = file_name(input);
         let labels_path = options.output.join(&name);

@@ -10,6 +10,7 @@ use voxplan_volumes::grid::{Aggregator, Blend, GridSampler};
 use voxplan_volumes::volume::voxel_count;
 use voxplan_volumes::{Labels, Volume};
 
+use crate::error::PipelineError;
 use crate::model::UNet;
 
 /// nnU-Net's window step: half a patch.
@@ -54,7 +55,12 @@ pub fn predict_volume<B: Backend>(
     classes: usize,
     windows_per_pass: usize,
     device: &B::Device,
-) -> Probabilities {
+) -> Result<Probabilities, PipelineError> {
+    // A backend that fails to run or read a pass (CUDA) is an error, never a silently empty window.
+    let failed = |problem: String| PipelineError::Device {
+        requested: format!("{device:?}"),
+        problem: format!("sliding-window inference: {problem}"),
+    };
     let sampler = GridSampler::new(volume, patch_size, WINDOW_OVERLAP);
     let blend = Blend::Gaussian { sigma_scale: GAUSSIAN_SIGMA_SCALE };
     let mut aggregator = Aggregator::new(volume.shape, classes, patch_size, blend);
@@ -70,13 +76,26 @@ pub fn predict_volume<B: Backend>(
             images.extend_from_slice(&sampler.patch(k));
         }
         let x = Tensor::<B, 5>::from_data(TensorData::new(images, [chunk.len(), volume.channels, pz, py, px]), device);
-        let Some(logits) = model.forward(x).into_iter().next() else { continue };
-        let probs = activation::softmax(logits, 1).into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
+        let logits =
+            model.forward(x).into_iter().next().ok_or_else(|| failed("the network returned no output".into()))?;
+        let probs = activation::softmax(logits, 1)
+            .try_into_data()
+            .map_err(|e| failed(e.to_string()))?
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| failed(format!("{e:?}")))?;
         for (w, &k) in chunk.iter().enumerate() {
-            if let Some(p) = probs.get(w * per_window..(w + 1) * per_window) {
-                aggregator.add(origins[k], p);
-            }
+            let p = probs.get(w * per_window..(w + 1) * per_window).ok_or_else(|| {
+                failed(format!("{} probabilities for {} windows of {per_window}", probs.len(), chunk.len()))
+            })?;
+            aggregator.add(origins[k], p);
         }
     }
-    Probabilities { data: aggregator.finish(), classes, shape: volume.shape, accumulator_bytes, windows: origins.len() }
+    Ok(Probabilities {
+        data: aggregator.finish(),
+        classes,
+        shape: volume.shape,
+        accumulator_bytes,
+        windows: origins.len(),
+    })
 }

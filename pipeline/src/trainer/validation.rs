@@ -39,7 +39,7 @@ pub fn validate<B: Backend>(
     let mut class_sums = vec![(0.0f64, 0usize); classes.saturating_sub(1)];
     for &i in cases {
         let (volume, labels) = source.load(i)?;
-        let probs = predict_volume(model, &volume, patch_size, classes, windows_per_pass, device);
+        let probs = predict_volume(model, &volume, patch_size, classes, windows_per_pass, device)?;
         let predicted = probs.argmax(volume.affine);
         let per_class = dice_per_class(&predicted.data, &labels.data, classes, None);
         for (sum, d) in class_sums.iter_mut().zip(per_class.iter().skip(1)) {
