@@ -22,7 +22,7 @@ pub struct InferencePlan {
     pub total_windows: usize,
     /// Peak device memory at `windows_per_pass`, accumulator and input volume included.
     pub predicted_peak_bytes: u64,
-    /// The stitched output: class logits sum + weight map, f32.
+    /// The stitched output: per-voxel class sums and weight sum, plus the patch-sized blending weights, f32.
     pub output_accumulator_bytes: u64,
     /// The budget after the safety margin.
     pub budget_bytes: u64,
@@ -60,7 +60,9 @@ pub fn plan_inference(
     let usable = (raw as f64 * (1.0 - SAFETY_MARGIN_FRACTION)) as u64;
     let total_windows: usize = (0..3).map(|a| windows_along(volume_shape[a], patch[a])).product();
     let voxels: u64 = volume_shape.iter().map(|&v| v as u64).product();
-    let accumulator = (network.num_classes as u64 + 1) * voxels * F32_BYTES;
+    // Class sums and the weight sum per voxel, plus the one patch-sized gaussian the windows are blended by.
+    let patch_voxels: u64 = patch.iter().map(|&v| v as u64).product();
+    let accumulator = ((network.num_classes as u64 + 1) * voxels + patch_voxels) * F32_BYTES;
     let input_volume = network.in_channels as u64 * voxels * F32_BYTES;
     let peak = |w: usize| {
         let t = simulate_with(&SimRequest {
