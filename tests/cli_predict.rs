@@ -92,6 +92,13 @@ fn predicts_labels_and_probabilities_on_the_input_grid() {
     assert_ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("windows") && stdout.contains("per pass"), "{stdout}");
+    // The planner counted the stitching accumulator exactly as the aggregator allocated it.
+    let figures = stdout
+        .split_once("accumulator ")
+        .and_then(|(_, rest)| rest.split_once(" (planned "))
+        .and_then(|(measured, rest)| Some((measured, rest.split_once(')')?.0)));
+    let (measured, planned) = figures.unwrap_or_else(|| panic!("no accumulator figures in {stdout}"));
+    assert_eq!(measured, planned, "{stdout}");
 
     let labels = read_labels(&output.join("case_a.nii.gz")).unwrap();
     assert_eq!(labels.shape, volume.shape);
@@ -115,7 +122,7 @@ fn predicts_labels_and_probabilities_on_the_input_grid() {
 }
 
 #[test]
-fn wrong_channel_count_and_empty_input_are_errors() {
+fn wrong_channel_count_empty_input_and_non_finite_voxels_are_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let run = train_tiny(tmp.path());
     let empty = tmp.path().join("empty");
@@ -152,4 +159,27 @@ fn wrong_channel_count_and_empty_input_are_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("2 channels") && err.contains("two.nii"), "{err}");
+
+    let spec = PhantomSpec { shape: [16, 16, 16], spacing: [1.0; 3], structures: 2, channels: 1, seed: 1 };
+    let (mut volume, _) = generate(&spec, 0);
+    volume.data[100] = f32::NAN;
+    volume.data[200] = f32::INFINITY;
+    let nan = tmp.path().join("nan.nii");
+    write_volume(&nan, &volume, DataType::F32).unwrap();
+    let out_dir = tmp.path().join("nan-out");
+    let out = voxplan(&[
+        "predict",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--input",
+        nan.to_str().unwrap(),
+        "--output",
+        out_dir.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nan.nii") && err.contains("2 of 4096 voxels are NaN or infinite"), "{err}");
+    assert!(!out_dir.join("nan.nii").exists(), "no all-background label map is written");
 }

@@ -169,13 +169,28 @@ fn predict_on<B: Backend>(
 
 /// What the network sees of `volume` (read from `input`): the checkpoint's recorded preprocessing applied by
 /// the code training used ([`Preprocessing::apply_to_image`](voxplan_volumes::preprocess::Preprocessing)), so
-/// it equals the training-time case to the last bit. Checks the channel count first.
+/// it equals the training-time case to the last bit. Checks the channel count and that every voxel is a
+/// finite number first.
 pub fn network_input(state: &TrainState, volume: Volume, input: &Path) -> Result<Volume, PipelineError> {
     let expected = state.plan.network.in_channels;
     if volume.channels != expected {
         return Err(PipelineError::Option {
             field: "--input".into(),
             problem: format!("{}: {} channels, the model takes {expected}", input.display(), volume.channels),
+        });
+    }
+    // One NaN or infinity spreads through the z-score to every voxel and the volume would come back as
+    // background, silently; training stops on such a case (non-finite loss), so prediction refuses it too.
+    let non_finite = volume.data.iter().filter(|v| !v.is_finite()).count();
+    if non_finite > 0 {
+        return Err(PipelineError::Option {
+            field: "--input".into(),
+            problem: format!(
+                "{}: {non_finite} of {} voxels are NaN or infinite; the network cannot segment them (replace \
+                 them, e.g. with the background value, and predict again)",
+                input.display(),
+                volume.data.len()
+            ),
         });
     }
     Ok(state.preprocessing.apply_to_image(volume))
