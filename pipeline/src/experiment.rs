@@ -30,7 +30,8 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Validate on at most this many validation cases (all when unset): whole-volume inference is slow on CPU.
     pub max_validation_cases: Option<usize>,
-    /// Warn (log and metrics event) when a step's measured peak exceeds the planned peak times this factor.
+    /// Warn (log and metrics event) when a step's measured peak exceeds the planned step peak
+    /// ([`TrainingPlan::predicted_step_bytes`](voxplan_planner::TrainingPlan::predicted_step_bytes)) times this factor.
     pub memory_warning_factor: f64,
     /// f16 only: the dynamic loss scale to start from (default [`INITIAL_LOSS_SCALE`](crate::precision::INITIAL_LOSS_SCALE)). Lower it for a
     /// network whose f16 gradients overflow at the default; a huge value forces a real overflow, which the

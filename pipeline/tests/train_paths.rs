@@ -31,6 +31,27 @@ fn balanced_checkpointing_gives_the_same_losses_and_weights() {
 
 /// Every field the issue names is in every step record (step, loss, lr, samples/s, waited-for-data time,
 /// peak memory measured and planned), and validation records carry Dice overall and per class.
+/// Measured and planned step memory are the same quantity (the plan's peak without the backend's fixed
+/// overhead, which the heap meter cannot see), so the warning can fire: with the whole peak, the CPU's
+/// 64 MiB process allowance dwarfed this 16³ network's few MiB and no over-run below it was ever reported.
+#[test]
+fn measured_step_memory_is_compared_with_the_planned_step_and_the_warning_fires() {
+    let _serial = one_training_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let summary = train(&tiny_experiment(1, "", "memory_warning_factor = 0.5", None), &cpu_options(&run)).unwrap();
+    assert!(summary.plan.fixed_overhead_bytes > 0);
+    let records = metrics(&run);
+    for s in records.iter().filter(|r| r["kind"] == "step") {
+        let (measured, planned) =
+            (s["peak_memory_measured_bytes"].as_f64().unwrap(), s["peak_memory_planned_bytes"].as_f64().unwrap());
+        assert_eq!(planned as u64, summary.plan.predicted_step_bytes(), "{s}");
+        assert!(planned > 0.7 * measured && planned < 1.5 * measured, "like for like: {s}");
+    }
+    let warnings: Vec<_> = records.iter().filter(|r| r["event"] == "memory_above_plan").collect();
+    assert_eq!(warnings.len(), 1, "warned once, at the first step above 0.5 × planned: {warnings:?}");
+}
+
 #[test]
 fn the_metrics_file_has_every_named_field() {
     let _serial = one_training_at_a_time();

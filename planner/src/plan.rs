@@ -44,4 +44,18 @@ pub struct TrainingPlan {
     pub predicted_peak_bytes: u64,
     /// The budget the plan was made for, bytes (safety margin already subtracted).
     pub budget_bytes: u64,
+    /// The part of `predicted_peak_bytes` that is the backend's fixed overhead (process and allocator
+    /// arenas on the CPU, CUDA context and autotune on a GPU): in use, but outside what the trainer's
+    /// memory meter counts. 0 in plans written before the field existed.
+    #[serde(default)]
+    pub fixed_overhead_bytes: u64,
+}
+
+impl TrainingPlan {
+    /// The predicted peak of what the trainer measures (model, optimizer state, activations, workspace),
+    /// so that measured and planned are compared like for like: `predicted_peak_bytes` minus the fixed
+    /// overhead, as `voxplan bench planner` compares them.
+    pub fn predicted_step_bytes(&self) -> u64 {
+        self.predicted_peak_bytes.saturating_sub(self.fixed_overhead_bytes)
+    }
 }

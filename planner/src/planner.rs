@@ -331,6 +331,7 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport, PlanError> {
         warmup_steps: s.warmup_steps,
         predicted_peak_bytes: timeline.peak_bytes,
         budget_bytes: usable,
+        fixed_overhead_bytes: req.device.backend.fixed_overhead_bytes,
     };
     let d = &req.device;
     Ok(PlanReport {

@@ -134,8 +134,8 @@ fn json_schema_is_stable() {
     );
     assert_eq!(
         keys(&v["training"]),
-        "accumulation_steps,batch_size,budget_bytes,checkpointing,effective_batch,learning_rate,network,patch_size,\
-         precision,predicted_peak_bytes,warmup_steps"
+        "accumulation_steps,batch_size,budget_bytes,checkpointing,effective_batch,fixed_overhead_bytes,learning_rate,\
+         network,patch_size,precision,predicted_peak_bytes,warmup_steps"
     );
     assert_eq!(keys(&v["budget"]), "raw_bytes,safety_margin_fraction,source,usable_bytes");
     assert_eq!(keys(&v["device"]), "backend,bf16,fp16_fast,free_bytes,kind,name,source,total_bytes");

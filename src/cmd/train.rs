@@ -63,9 +63,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => println!("best Dice    (not validated)"),
     }
     println!(
-        "memory       measured peak {} / planned {}",
+        "memory       measured peak {} / planned {} (+ {} fixed backend overhead, not metered)",
         format_bytes(summary.measured_peak_bytes),
-        format_bytes(summary.plan.predicted_peak_bytes)
+        format_bytes(summary.plan.predicted_step_bytes()),
+        format_bytes(summary.plan.fixed_overhead_bytes),
     );
     println!("throughput   {:.2} samples/s", summary.samples_per_s);
     if summary.skipped_steps > 0 {

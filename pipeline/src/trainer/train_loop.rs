@@ -192,14 +192,15 @@ pub fn run<B: AutodiffBackend>(
             let step_samples = plan.batch_size * accum;
             let rate = step_samples as f64 / elapsed.max(1e-9);
             epoch_loss += step_loss;
-            let over = mem.measured_peak_bytes as f64 > plan.predicted_peak_bytes as f64 * cfg.memory_warning_factor;
+            let planned_step = plan.predicted_step_bytes();
+            let over = mem.measured_peak_bytes as f64 > planned_step as f64 * cfg.memory_warning_factor;
             if over && !warned_memory {
                 warned_memory = true;
                 let detail = format!(
                     "measured peak {} > planned {} (×{:.2})",
                     voxplan_planner::format_bytes(mem.measured_peak_bytes),
-                    voxplan_planner::format_bytes(plan.predicted_peak_bytes),
-                    mem.measured_peak_bytes as f64 / plan.predicted_peak_bytes.max(1) as f64
+                    voxplan_planner::format_bytes(planned_step),
+                    mem.measured_peak_bytes as f64 / planned_step.max(1) as f64
                 );
                 progress.println(&format!("warning: {detail}"));
                 tracing::warn!("{detail}");
@@ -220,7 +221,7 @@ pub fn run<B: AutodiffBackend>(
                 samples_per_s: rate,
                 waited_for_data_s: (loader.waited() - waited_before).as_secs_f64(),
                 peak_memory_measured_bytes: mem.measured_peak_bytes,
-                peak_memory_planned_bytes: plan.predicted_peak_bytes,
+                peak_memory_planned_bytes: planned_step,
                 driver_used_bytes: mem.driver_used_bytes,
                 skipped,
                 loss_scale: scaler.is_enabled().then_some(scaler.scale() as f64),
