@@ -28,14 +28,22 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
 /// Inflates at most `n` bytes from the start of a (possibly multi-member) gzip stream: enough to parse a
 /// header without decoding the voxels.
 pub fn inflate_prefix(path: &Path, compressed: impl Read, n: usize) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(n.min(1 << 16));
     match flate2::read::MultiGzDecoder::new(std::io::BufReader::new(compressed)).take(n as u64).read_to_end(&mut out) {
-        // A stream that ends early keeps what it produced: the header parser then reports how short it is.
+        // A stream cut inside the header: say so, rather than "too short for a NIfTI header".
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && out.len() < MIN_HEADER => Err(corrupt(
+            path,
+            format!("the stream is cut short: it ends after {} decompressed bytes, inside the header", out.len()),
+        )),
+        // Cut later: keep what it produced; the voxel read reports the truncation.
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(out),
         Err(e) => Err(corrupt(path, e.to_string())),
         Ok(_) => Ok(out),
     }
 }
+
+/// The smallest header (NIfTI-1 / Analyze).
+const MIN_HEADER: usize = super::raw::NIFTI1_HEADER_SIZE;
 
 /// Inflates the first `out.len()` bytes of the stream into `out`, over as many members as needed.
 /// Fewer bytes in the stream than `out` holds is [`VolumeError::Truncated`]; more is ignored (nibabel
@@ -58,11 +66,20 @@ pub fn inflate_exact(path: &Path, compressed: &[u8], out: &mut [u8]) -> Result<(
                 in_pos += read;
                 out_pos += written;
             }
-            // The member holds more than we still need: decode just the prefix we need, streaming.
+            // The member holds more than we still need: decode the prefix we need, streaming, then the
+            // rest of the member into nothing, so that its CRC is still checked (a damaged stream can
+            // inflate to more bytes than it should, and the voxels decoded so far would be wrong).
             Err(MemberError::InsufficientSpace) => {
-                flate2::read::GzDecoder::new(rest)
-                    .read_exact(&mut out[out_pos..])
-                    .map_err(|e| corrupt(path, e.to_string()))?;
+                let mut decoder = flate2::read::GzDecoder::new(rest);
+                decoder.read_exact(&mut out[out_pos..]).map_err(|e| corrupt(path, e.to_string()))?;
+                match std::io::copy(&mut decoder, &mut std::io::sink()) {
+                    // Cut after the voxels: everything needed was read (nibabel reads no further either).
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+                    Err(e) => {
+                        return Err(corrupt(path, format!("gzip member at byte {in_pos}, after the voxels: {e}")));
+                    }
+                    Ok(_) => {}
+                }
                 out_pos = out.len();
             }
             Err(MemberError::BadData) => return Err(explain_bad_member(path, rest, in_pos, out_pos, out.len())),
@@ -176,5 +193,22 @@ mod tests {
         bad[crc_at] ^= 0xff;
         let mut out = [0u8; 3];
         assert!(matches!(inflate_exact(Path::new("s.gz"), &bad, &mut out), Err(VolumeError::CorruptGzip { .. })));
+    }
+
+    #[test]
+    fn a_member_longer_than_needed_still_has_its_crc_checked() {
+        let stream = gz(b"voxels, then more bytes in the same member");
+        let mut out = [0u8; 6];
+        inflate_exact(Path::new("m.gz"), &stream, &mut out).expect("prefix of a good member");
+        assert_eq!(&out, b"voxels");
+        let mut bad = stream.clone();
+        let crc_at = bad.len() - 8;
+        bad[crc_at] ^= 0xff;
+        assert!(matches!(inflate_exact(Path::new("m.gz"), &bad, &mut out), Err(VolumeError::CorruptGzip { .. })));
+        // Cut after the bytes needed: what was needed is there.
+        inflate_exact(Path::new("m.gz"), &stream[..stream.len() - 4], &mut out).expect("cut after the prefix");
+        // Cut inside the first bytes: the prefix reader says it is cut short.
+        let err = inflate_prefix(Path::new("m.gz"), &stream[..12], 348).expect_err("cut");
+        assert!(err.to_string().contains("cut short"), "{err}");
     }
 }
