@@ -68,6 +68,21 @@ impl DataType {
         !matches!(self, DataType::F32 | DataType::F64)
     }
 
+    /// Smallest and largest stored value of an integer type, as f64 (`None` for floats).
+    pub fn integer_range(self) -> Option<(f64, f64)> {
+        Some(match self {
+            DataType::U8 => (0.0, f64::from(u8::MAX)),
+            DataType::I8 => (f64::from(i8::MIN), f64::from(i8::MAX)),
+            DataType::U16 => (0.0, f64::from(u16::MAX)),
+            DataType::I16 => (f64::from(i16::MIN), f64::from(i16::MAX)),
+            DataType::U32 => (0.0, f64::from(u32::MAX)),
+            DataType::I32 => (f64::from(i32::MIN), f64::from(i32::MAX)),
+            DataType::U64 => (0.0, u64::MAX as f64),
+            DataType::I64 => (i64::MIN as f64, i64::MAX as f64),
+            DataType::F32 | DataType::F64 => return None,
+        })
+    }
+
     /// Lower-case name as numpy spells it (`int16`, `float32`, ...), used by `inspect --json`.
     pub fn name(self) -> &'static str {
         match self {

@@ -10,6 +10,37 @@ pub struct FileSet {
     pub images: Vec<PathBuf>,
 }
 
+/// Where the voxels of a header are, as the file name says (nibabel decides by the name alone; the magic
+/// is only checked to be one of the two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    /// `.nii[.gz]`: the voxels follow the header in the same file, whatever its magic.
+    Single,
+    /// `.hdr[.gz]` / `.img[.gz]`: the voxels are in the `.img`.
+    Pair,
+    /// Any other name: the magic decides (`n+1`/`n+2` single, `ni1`/`ni2` pair).
+    ByMagic,
+}
+
+/// The container a file name implies.
+pub fn container(path: &Path) -> Container {
+    match split(path) {
+        Some((_, ext, _)) if ext == "nii" => Container::Single,
+        Some((_, ext, _)) if ext == "hdr" || ext == "img" => Container::Pair,
+        _ => Container::ByMagic,
+    }
+}
+
+/// SPM's affine file beside an Analyze pair (`x.mat`, or `x.mat.gz` for gzipped pairs), when present and
+/// not empty: nibabel's `Spm99AnalyzeImage` takes the affine from it.
+pub fn spm_mat(path: &Path) -> Option<PathBuf> {
+    let (stem, _, gz) = split(path)?;
+    [gz, !gz]
+        .into_iter()
+        .map(|gz| path.with_file_name(format!("{stem}.mat{}", if gz { ".gz" } else { "" })))
+        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.len() > 0))
+}
+
 /// Splits a lower-cased file name into (stem, extension without `.gz`, gzipped).
 fn split(path: &Path) -> Option<(String, String, bool)> {
     let name = path.file_name()?.to_str()?;
@@ -63,5 +94,15 @@ mod tests {
         assert_eq!(set.header, PathBuf::from("/d/brain.hdr.gz"));
         assert!(resolve(Path::new("/d/brain.nii.gz")).images.is_empty());
         assert!(resolve(Path::new("/d/noext")).images.is_empty());
+    }
+
+    #[test]
+    fn the_name_decides_the_container() {
+        assert_eq!(container(Path::new("/d/a.nii")), Container::Single);
+        assert_eq!(container(Path::new("/d/a.NII.GZ")), Container::Single);
+        assert_eq!(container(Path::new("/d/a.hdr.gz")), Container::Pair);
+        assert_eq!(container(Path::new("/d/a.img")), Container::Pair);
+        assert_eq!(container(Path::new("/d/a.bin")), Container::ByMagic);
+        assert_eq!(container(Path::new("/d/noext")), Container::ByMagic);
     }
 }

@@ -5,24 +5,26 @@ use std::path::Path;
 
 use super::affine::best_affine;
 use super::datatype::DataType;
-use super::raw::{Endian, NIFTI1_HEADER_SIZE, NIFTI2_HEADER_SIZE, RawHeader};
-use super::{nifti1, nifti2};
+use super::files::{Container, container};
+use super::raw::{Endian, Format, NIFTI2_HEADER_SIZE, RawHeader};
+use super::{analyze, format, nifti1, nifti2};
 use crate::error::{Result, VolumeError};
 use crate::volume::{Affine, spacing_of};
 
-/// Highest rank voxplan accepts: x, y, z and channels (a 5th axis, dim5 > 1, holds vectors/tensors).
-const MAX_RANK: usize = 5;
 /// The NIfTI xform codes nibabel recognises (0 unknown … 5 template); others are reset to 0 as nibabel does.
 const VALID_XFORM_CODES: std::ops::RangeInclusive<i32> = 0..=5;
 
 /// A NIfTI header, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Header {
-    /// 1 or 2.
+    /// 1 or 2; 0 for an Analyze 7.5 header.
     pub version: u8,
+    pub format: Format,
     pub endian: Endian,
-    /// Voxels follow the header in the same file (`n+1`/`n+2`); otherwise they are in the `.img`.
+    /// Voxels follow the header in the same file (a `.nii`); otherwise they are in the `.img`.
     pub single_file: bool,
+    /// The extender after the header flags extensions (checked by `extensions::check`).
+    pub has_extensions: bool,
     /// `dim[1..=dim[0]]` exactly as stored (trailing unit dimensions included).
     pub dims: Vec<usize>,
     /// Spatial shape `[nx, ny, nz]`, 1 for missing axes.
@@ -71,54 +73,37 @@ impl Header {
     }
 }
 
-/// Which header a file starts with, decided by `sizeof_hdr` in either byte order (nibabel's rule).
-pub fn detect(path: &Path, bytes: &[u8]) -> Result<(u8, Endian)> {
-    let Some(first) = bytes.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
-        return Err(VolumeError::BadHeader {
-            path: path.to_path_buf(),
-            problem: format!("{} bytes is too short for a NIfTI header", bytes.len()),
-        });
-    };
-    let (le, be) = (i32::from_le_bytes(first), i32::from_be_bytes(first));
-    match (le, be) {
-        (348, _) => Ok((1, Endian::Little)),
-        (_, 348) => Ok((1, Endian::Big)),
-        (540, _) => Ok((2, Endian::Little)),
-        (_, 540) => Ok((2, Endian::Big)),
-        _ => Err(VolumeError::BadHeader {
-            path: path.to_path_buf(),
-            problem: format!("sizeof_hdr is {le} (little endian) / {be} (big endian); expected 348 or 540"),
-        }),
-    }
-}
+/// Bytes of the header plus its 4-byte extender, for either version: what [`parse`] wants to see.
+pub const HEADER_PREFIX: usize = NIFTI2_HEADER_SIZE + 4;
 
-/// Bytes to read before [`parse`] can run: the header proper plus nothing else.
-pub fn header_size(version: u8) -> usize {
-    if version == 1 { NIFTI1_HEADER_SIZE } else { NIFTI2_HEADER_SIZE }
-}
-
-/// Parses and validates a header from the first bytes of a file (after decompression).
+/// Parses and validates a header from the first bytes of a file (after decompression). The file name
+/// decides where the voxels are ([`Container`]) and whether a header without NIfTI magic may be Analyze.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Header> {
-    let (version, endian) = detect(path, bytes)?;
-    let size = header_size(version);
-    if bytes.len() < size {
-        return Err(VolumeError::BadHeader {
-            path: path.to_path_buf(),
-            problem: format!("NIfTI-{version} header needs {size} bytes, file has {}", bytes.len()),
-        });
-    }
-    let raw = if version == 1 { nifti1::parse(path, bytes, endian)? } else { nifti2::parse(path, bytes, endian)? };
-    validate(path, raw)
+    let container = container(path);
+    let (format, endian) = format::detect(path, bytes, container == Container::Pair)?;
+    let raw = match format {
+        Format::Nifti1 => nifti1::parse(path, bytes)?,
+        Format::Nifti2 => nifti2::parse(path, bytes, endian)?,
+        Format::Analyze => analyze::parse(path, bytes, endian)?,
+    };
+    validate(path, raw, container)
 }
 
 /// Applies nibabel's fixes and voxplan's limits to the raw fields.
-pub fn validate(path: &Path, mut raw: RawHeader) -> Result<Header> {
+pub fn validate(path: &Path, mut raw: RawHeader, container: Container) -> Result<Header> {
     let bad = |problem: String| VolumeError::BadHeader { path: path.to_path_buf(), problem };
     let unsupported = |problem: String| VolumeError::Unsupported { path: path.to_path_buf(), problem };
 
     let rank = raw.dim[0];
+    if rank == 0 {
+        // nibabel reads this as an empty array of shape (0,); there is nothing to train on.
+        return Err(bad("dim[0] = 0: the header describes no voxels".into()));
+    }
     if !(1..=7).contains(&rank) {
-        return Err(bad(format!("dim[0] = {rank}; the rank must be 1 to 7")));
+        let order = raw.endian.name();
+        return Err(bad(format!(
+            "dim[0] = {rank} read {order} endian (the byte order guessed from dim[0]); the rank must be 1 to 7"
+        )));
     }
     let rank = rank as usize;
     let mut dims = Vec::with_capacity(rank);
@@ -128,13 +113,14 @@ pub fn validate(path: &Path, mut raw: RawHeader) -> Result<Header> {
         }
         dims.push(usize::try_from(d).map_err(|_| bad(format!("dim[{}] = {d} does not fit in memory", axis + 1)))?);
     }
-    if rank > MAX_RANK {
-        return Err(unsupported(format!("{rank}-D image {dims:?}; voxplan reads at most 4-D (x, y, z, channels)")));
-    }
     let datatype = DataType::from_code(path, raw.datatype)?;
+    // Trailing unit dimensions carry nothing: a 7-D header of [x, y, z, 1, 1, 1, 1] is a 3-D image.
     let kept = dims.iter().rposition(|&d| d != 1).map_or(1, |last| last + 1);
     if kept > 4 {
-        return Err(unsupported(format!("5-D image {dims:?} (vectors per voxel); voxplan reads at most 4-D")));
+        let what = if kept == 5 { " (vectors per voxel)" } else { "" };
+        return Err(unsupported(format!(
+            "{kept}-D image {dims:?}{what}; voxplan reads at most 4-D (x, y, z, channels)"
+        )));
     }
     let dim_or_1 = |i: usize| if i < kept { dims[i] } else { 1 };
     let shape = [dim_or_1(0), dim_or_1(1), dim_or_1(2)];
@@ -164,7 +150,10 @@ pub fn validate(path: &Path, mut raw: RawHeader) -> Result<Header> {
         }
     }
 
-    let (scl_slope, scl_inter) = if raw.scl_slope == 0.0 || !raw.scl_slope.is_finite() {
+    let (scl_slope, scl_inter) = if raw.format == Format::Analyze {
+        // Already resolved by SPM2's rules, which never reject an intercept.
+        (raw.scl_slope, raw.scl_inter)
+    } else if raw.scl_slope == 0.0 || !raw.scl_slope.is_finite() {
         (1.0, 0.0)
     } else if !raw.scl_inter.is_finite() {
         return Err(bad(format!("scl_slope {} is valid but scl_inter is {}", raw.scl_slope, raw.scl_inter)));
@@ -172,24 +161,32 @@ pub fn validate(path: &Path, mut raw: RawHeader) -> Result<Header> {
         (raw.scl_slope, raw.scl_inter)
     };
 
-    let vox_offset = raw.vox_offset;
-    if !vox_offset.is_finite() || vox_offset < 0.0 || vox_offset > u64::MAX as f64 {
-        return Err(bad(format!("vox_offset {vox_offset} is not a byte offset")));
-    }
-    let vox_offset = vox_offset as u64;
-    let header_end = header_size(raw.version) as u64;
-    if raw.single_file && vox_offset < header_end {
-        return Err(bad(format!("vox_offset {vox_offset} lies inside the {header_end}-byte header")));
+    // nibabel scales integers in the narrowest float type that holds the scaled extremes of the type
+    // (`int_scinter_ftype`) and raises when none does: a NaN slope (Analyze gl/cal) or one so large that
+    // even float64 overflows.
+    let overflows = |(lo, hi): (f64, f64)| ![lo, hi].iter().all(|v| (v * scl_slope + scl_inter).is_finite());
+    if (scl_slope, scl_inter) != (1.0, 0.0) && datatype.integer_range().is_some_and(overflows) {
+        return Err(bad(format!(
+            "scaling {datatype} by slope {scl_slope} and intercept {scl_inter} gives non-finite values even in float64"
+        )));
     }
 
+    let single_file = match container {
+        Container::Single => true,
+        Container::Pair => false,
+        Container::ByMagic => raw.magic_single,
+    };
+    let vox_offset = checked_vox_offset(&raw, single_file).map_err(bad)?;
     let affine = best_affine(path, &raw, rank)?;
     if affine.iter().flatten().any(|v| !v.is_finite()) {
         return Err(bad("the affine holds NaN or infinite values".into()));
     }
     Ok(Header {
-        version: raw.version,
+        version: raw.format.version(),
+        format: raw.format,
         endian: raw.endian,
-        single_file: raw.single_file,
+        single_file,
+        has_extensions: raw.has_extensions,
         dims,
         shape,
         channels,
@@ -203,4 +200,28 @@ pub fn validate(path: &Path, mut raw: RawHeader) -> Result<Header> {
         description: raw.descrip,
         affine,
     })
+}
+
+/// `vox_offset` as a byte offset. nibabel refuses a single-file magic (`n+1`/`n+2`) with an offset inside
+/// the header and extender (352 / 544 bytes), 0 excepted (`Nifti1Header._chk_offset`); voxplan refuses 0
+/// too when the voxels are in the header's own file (nibabel would read header bytes as voxels).
+fn checked_vox_offset(raw: &RawHeader, single_file: bool) -> std::result::Result<u64, String> {
+    let v = raw.vox_offset;
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        return Err(format!("vox_offset {v} is not a byte offset"));
+    }
+    let min = (raw.format.header_size() + 4) as f64;
+    if raw.magic_single && v != 0.0 && v < min {
+        return Err(format!(
+            "vox_offset {v} is too low for a single-file {}: voxels start at {min} or later",
+            raw.format.name()
+        ));
+    }
+    if single_file && v < min {
+        return Err(format!(
+            "vox_offset {v} lies inside the {}-byte header and its 4-byte extender",
+            raw.format.header_size()
+        ));
+    }
+    Ok(v as u64)
 }

@@ -8,11 +8,15 @@
 //! in-place decoding) is here. See `docs/nifti.md` for the behaviour and its verification against nibabel.
 
 mod affine;
+mod analyze;
 mod buffer;
 mod convert;
 mod datatype;
 mod encode;
+mod extensions;
+mod fields;
 mod files;
+mod format;
 mod gzip;
 mod header;
 mod nifti1;
@@ -33,7 +37,7 @@ pub use gzip::is_gzip;
 pub use header::Header;
 pub use orientation::{io_orientation, orientation_codes, reorient_labels_to_ras, reorient_volume_to_ras};
 pub use patch_reader::PatchReader;
-pub use raw::Endian;
+pub use raw::{Endian, Format};
 pub use read::{
     decode_room, read_header, read_labels, read_labels_from_bytes, read_volume, read_volume_from_bytes,
     read_volume_into, stored_room,

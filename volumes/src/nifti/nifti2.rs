@@ -5,64 +5,35 @@
 
 use std::path::Path;
 
-use super::raw::{Endian, NIFTI2_HEADER_SIZE, RawHeader, c_string};
+use super::fields::Fields;
+use super::raw::{Endian, Format, NIFTI2_HEADER_SIZE, RawHeader, c_string};
 use crate::error::{Result, VolumeError};
 
 /// Magic of a NIfTI-2 single file (`.nii`): voxels follow the header.
-pub const MAGIC_SINGLE: &[u8; 8] = b"n+2\0\r\n\x1a\n";
+pub const MAGIC_SINGLE: &[u8; 4] = b"n+2\0";
 /// Magic of a NIfTI-2 header/image pair (`.hdr` + `.img`).
-pub const MAGIC_PAIR: &[u8; 8] = b"ni2\0\r\n\x1a\n";
+pub const MAGIC_PAIR: &[u8; 4] = b"ni2\0";
+/// The 4 bytes after the magic that catch end-of-line conversion (`eol_check`).
+const EOL_CHECK: [u8; 4] = [0x0d, 0x0a, 0x1a, 0x0a];
 
-/// Byte-order-aware loads at fixed offsets of a buffer known to be at least 540 bytes long.
-struct Fields<'a> {
-    bytes: &'a [u8; NIFTI2_HEADER_SIZE],
-    endian: Endian,
-}
-
-impl Fields<'_> {
-    fn array<const N: usize>(&self, at: usize) -> [u8; N] {
-        let mut out = [0u8; N];
-        out.copy_from_slice(&self.bytes[at..at + N]);
-        out
-    }
-    fn i16(&self, at: usize) -> i16 {
-        let b = self.array::<2>(at);
-        if self.endian == Endian::Little { i16::from_le_bytes(b) } else { i16::from_be_bytes(b) }
-    }
-    fn i32(&self, at: usize) -> i32 {
-        let b = self.array::<4>(at);
-        if self.endian == Endian::Little { i32::from_le_bytes(b) } else { i32::from_be_bytes(b) }
-    }
-    fn i64(&self, at: usize) -> i64 {
-        let b = self.array::<8>(at);
-        if self.endian == Endian::Little { i64::from_le_bytes(b) } else { i64::from_be_bytes(b) }
-    }
-    fn f64(&self, at: usize) -> f64 {
-        let b = self.array::<8>(at);
-        if self.endian == Endian::Little { f64::from_le_bytes(b) } else { f64::from_be_bytes(b) }
-    }
-    fn f64s<const N: usize>(&self, at: usize) -> [f64; N] {
-        std::array::from_fn(|i| self.f64(at + 8 * i))
-    }
-}
-
-/// Parses a NIfTI-2 header whose byte order was detected from `sizeof_hdr`.
+/// Parses a NIfTI-2 header in byte order `endian` (guessed from `dim[0]`, as nibabel does).
 pub fn parse(path: &Path, bytes: &[u8], endian: Endian) -> Result<RawHeader> {
-    let bytes: &[u8; NIFTI2_HEADER_SIZE] =
-        bytes.get(..NIFTI2_HEADER_SIZE).and_then(|b| b.try_into().ok()).ok_or_else(|| VolumeError::BadHeader {
-            path: path.to_path_buf(),
-            problem: format!("NIfTI-2 header needs {NIFTI2_HEADER_SIZE} bytes, file has {}", bytes.len()),
-        })?;
-    let f = Fields { bytes, endian };
-    let magic = f.array::<8>(4);
+    let bad = |problem: String| VolumeError::BadHeader { path: path.to_path_buf(), problem };
+    let f = Fields::<NIFTI2_HEADER_SIZE>::new(bytes, endian)
+        .ok_or_else(|| bad(format!("NIfTI-2 header needs {NIFTI2_HEADER_SIZE} bytes, file has {}", bytes.len())))?;
+    let magic = f.array::<4>(4);
     if &magic != MAGIC_SINGLE && &magic != MAGIC_PAIR {
-        return Err(VolumeError::BadHeader {
-            path: path.to_path_buf(),
-            problem: format!("NIfTI-2 magic is {:?}, expected \"n+2\" or \"ni2\"", c_string(&magic)),
-        });
+        return Err(bad(format!("NIfTI-2 magic is {:?}, expected \"n+2\" or \"ni2\"", c_string(&magic))));
+    }
+    // nibabel accepts all zeros (and fixes them); anything else is a file damaged by EOL conversion.
+    let eol = f.array::<4>(8);
+    if eol != EOL_CHECK && eol != [0; 4] {
+        return Err(bad(format!(
+            "NIfTI-2 eol_check is {eol:?}, expected [13, 10, 26, 10]: the file was damaged by end-of-line conversion"
+        )));
     }
     Ok(RawHeader {
-        version: 2,
+        format: Format::Nifti2,
         endian,
         dim: std::array::from_fn(|i| f.i64(16 + 8 * i)),
         datatype: f.i16(12),
@@ -75,7 +46,9 @@ pub fn parse(path: &Path, bytes: &[u8], endian: Endian) -> Result<RawHeader> {
         quatern: f.f64s(352),
         qoffset: f.f64s(376),
         srow: [f.f64s(400), f.f64s(432), f.f64s(464)],
-        descrip: c_string(&bytes[240..320]),
-        single_file: &magic == MAGIC_SINGLE,
+        origin: [0; 3],
+        descrip: c_string(&f.raw()[240..320]),
+        magic_single: &magic == MAGIC_SINGLE,
+        has_extensions: bytes.get(NIFTI2_HEADER_SIZE).is_some_and(|&b| b != 0),
     })
 }

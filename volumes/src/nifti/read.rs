@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use super::buffer::{reuse_or_zeroed_f32, reuse_or_zeroed_u16, with_compressed_buffer};
 use super::convert::{BadLabel, Layout, buffer_units, convert_tail_in_place, convert_tail_slice, labels_tail_in_place};
-use super::files::{pair_images, resolve};
+use super::extensions;
+use super::files::{pair_images, resolve, spm_mat};
 use super::gzip::{MAX_DEFLATE_RATIO, inflate_exact, inflate_prefix, is_gzip};
-use super::header::{Header, parse};
-use super::raw::NIFTI2_HEADER_SIZE;
+use super::header::{HEADER_PREFIX, Header, parse};
+use super::raw::Format;
 use crate::error::{Result, VolumeError};
 use crate::volume::{Labels, Volume};
 
@@ -112,22 +113,46 @@ pub fn read_stored_bytes(path: &Path, header: &Header, out: &mut [u8], align: us
 }
 
 /// Reads and validates the header of `path` without touching voxel data (a `.gz` is inflated only as
-/// far as the header).
+/// far as the header and, when flagged, its extension chain).
 pub fn read_header(path: &Path) -> Result<Header> {
     let header_file = resolve(path).header;
-    let mut file = File::open(&header_file).map_err(|e| VolumeError::io(&header_file, e))?;
+    let open = || File::open(&header_file).map_err(|e| VolumeError::io(&header_file, e));
+    let mut file = open()?;
     let mut magic = [0u8; 2];
     let got = read_up_to(&mut file, &mut magic).map_err(|e| VolumeError::io(&header_file, e))?;
+    let gz = is_gzip(&magic[..got]);
     file.seek(SeekFrom::Start(0)).map_err(|e| VolumeError::io(&header_file, e))?;
-    let prefix = if is_gzip(&magic[..got]) {
-        inflate_prefix(&header_file, file, NIFTI2_HEADER_SIZE)?
+    let prefix = if gz {
+        inflate_prefix(&header_file, file, HEADER_PREFIX)?
     } else {
-        let mut buf = vec![0u8; NIFTI2_HEADER_SIZE];
+        let mut buf = vec![0u8; HEADER_PREFIX];
         let n = read_up_to(&mut file, &mut buf).map_err(|e| VolumeError::io(&header_file, e))?;
         buf.truncate(n);
         buf
     };
-    parse(&header_file, &prefix)
+    let header = parse(&header_file, &prefix)?;
+    if header.has_extensions {
+        let file = std::io::BufReader::new(open()?);
+        if gz {
+            extensions::check(&header_file, &header, flate2::bufread::MultiGzDecoder::new(file))?;
+        } else {
+            extensions::check(&header_file, &header, file)?;
+        }
+    }
+    check_no_spm_mat(&header_file, &header)?;
+    Ok(header)
+}
+
+/// nibabel takes an Analyze pair's affine from SPM's `.mat` file beside it; voxplan does not read MATLAB
+/// files, so it refuses the image rather than use a different affine.
+fn check_no_spm_mat(path: &Path, header: &Header) -> Result<()> {
+    match spm_mat(path) {
+        Some(mat) if header.format == Format::Analyze => Err(VolumeError::Unsupported {
+            path: path.to_path_buf(),
+            problem: format!("its affine is in {} (an SPM .mat file), which voxplan does not read", mat.display()),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Reads an image as scaled `f32` voxels; a 4-D image's fourth axis becomes channels.
@@ -188,8 +213,16 @@ pub fn read_labels_from_bytes(name: &Path, bytes: &[u8]) -> Result<Labels> {
 }
 
 fn header_of_bytes(name: &Path, bytes: &[u8]) -> Result<Header> {
-    let prefix = if is_gzip(bytes) { inflate_prefix(name, bytes, NIFTI2_HEADER_SIZE)? } else { bytes.to_vec() };
+    let gz = is_gzip(bytes);
+    let prefix = if gz { inflate_prefix(name, bytes, HEADER_PREFIX)? } else { bytes.to_vec() };
     let header = parse(name, &prefix)?;
+    if header.has_extensions {
+        if gz {
+            extensions::check(name, &header, flate2::bufread::MultiGzDecoder::new(bytes))?;
+        } else {
+            extensions::check(name, &header, bytes)?;
+        }
+    }
     if !header.single_file {
         return Err(VolumeError::Unsupported {
             path: name.to_path_buf(),
@@ -316,7 +349,7 @@ fn units<T: Output>(path: &Path, header: &Header, lead: usize) -> Result<usize> 
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(super) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match r.read(&mut buf[got..]) {
