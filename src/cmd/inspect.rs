@@ -89,6 +89,7 @@ fn to_json(args: &Args, h: &Header, stats: Option<&Stats>) -> serde_json::Value 
     let orientation: String = nifti::orientation_codes(&h.affine()).iter().collect();
     let mut out = json!({
         "path": args.file.display().to_string(),
+        "format": h.format.name(),
         "nifti_version": h.version,
         "endianness": h.endian.name(),
         "single_file": h.single_file,
@@ -124,8 +125,8 @@ fn summary(args: &Args, h: &Header, stats: Option<&Stats>) -> String {
     let _ = writeln!(o, "{}", args.file.display());
     let _ = writeln!(
         o,
-        "  NIfTI-{} {}, {} endian, {}",
-        h.version,
+        "  {} {}, {} endian, {}",
+        h.format.name(),
         if h.single_file { "single file" } else { "header/image pair" },
         h.endian.name(),
         h.datatype
