@@ -70,6 +70,7 @@ DELIBERATE = [
 
 AFFINE_ATOL = 1e-4
 STAT_RTOL = 1e-5
+logging.getLogger("nibabel").setLevel(logging.CRITICAL)  # its header fix-up notes, not results
 
 
 def patch(data, field, value, version=1, big=False, index=None):
@@ -490,6 +491,18 @@ def classify(case, path, nb, full, head):
     return "both-reject", f"nibabel: {nb['error'][:90]} | voxplan: {full['stderr'][:140]}"
 
 
+def evaluate(voxplan, case, path, details=False):
+    """nibabel and voxplan on the case written at `path`: (status, detail), DELIBERATE applied."""
+    nb = nibabel_facts(path)
+    full, head = run_voxplan(voxplan, path), run_voxplan(voxplan, path, True)
+    status, detail = classify(case, path, nb, full, head)
+    for st, keys, reason in DELIBERATE:
+        if status == st and any(k in case.name for k in keys):
+            status, detail = "deliberate", f"{st}: {reason}"
+            break
+    return (status, detail, nb, full, head) if details else (status, detail)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--voxplan", default=os.environ.get("VOXPLAN", "target/debug/voxplan"))
@@ -499,7 +512,6 @@ def main():
     args = ap.parse_args()
     voxplan = os.path.abspath(args.voxplan)
     resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
-    logging.getLogger("nibabel").setLevel(logging.CRITICAL)  # its header fix-up notes, not results
     results, counts = [], {}
     with tempfile.TemporaryDirectory() as root:
         for i, case in enumerate(c for c in cases() if args.only in c.name):
@@ -509,13 +521,7 @@ def main():
                 with open(os.path.join(d, n), "wb") as fh:
                     fh.write(data)
             path = os.path.join(d, case.main)
-            nb = nibabel_facts(path)
-            full, head = run_voxplan(voxplan, path), run_voxplan(voxplan, path, True)
-            status, detail = classify(case, path, nb, full, head)
-            for st, keys, reason in DELIBERATE:
-                if status == st and any(k in case.name for k in keys):
-                    status, detail = "deliberate", f"{st}: {reason}"
-                    break
+            status, detail, nb, full, head = evaluate(voxplan, case, path, details=True)
             counts[status] = counts.get(status, 0) + 1
             results.append({"case": case.name, "status": status, "detail": detail, "nibabel": nb,
                             "voxplan": {k: v for k, v in full.items()}, "header_only_rc": head["rc"],
