@@ -88,7 +88,65 @@ pub enum ConvWorkspace {
         tile_voxels: u64,
         #[serde(default)]
         tiles_in_flight: u64,
+        /// The packed operand copy gemm allocates inside some of those multiplies; none when absent.
+        #[serde(default)]
+        packing: Option<GemmPacking>,
     },
+}
+
+/// When and how much gemm (gemm-common 0.19, `gemm_basic_generic`) allocates for one call beyond its
+/// thread-local L2 slab. gemm turns a row-major destination into a column-major one by swapping the
+/// operands, so every tiled conv multiply reaches it as `dst[m × n] = lhs[m × k] · rhs[k × n]` with
+/// - forward, input gradient and transposed convs: `m` = the voxels of the tile, `n` = the output
+///   channels, `k` = the gathered rows (channels × taps); `lhs` (the gather) has unit row stride;
+/// - weight gradients: `m` = the gathered rows, `n` = the output channels, `k` = the voxels of the tile;
+///   `lhs` (the gather) has row stride = tile voxels, unit column stride.
+///
+/// gemm then copies ("prepacks") the whole `lhs` into a buffer of `kc × m` rounded up to the micro-kernel
+/// height, allocated for that call, when `m ≤ 2·mc` (`mc` ≤ 8 micro-kernel heights) and `lhs` has no unit
+/// row stride or `m` is not a multiple of the SIMD width; it skips that when `m·n` is tiny and both
+/// operands are contiguous along `k` (its horizontal kernels), or for `m`, `n` ≤ 1 or `k` ≤ 2 (gemv/gevv).
+/// On x86-64 it packs the right operand only for `m` > 128 micro-kernel heights, which no tile reaches.
+/// The figures are gemm's `fma` f32 kernels (what flex runs on x86-64 without the `x86-v4` feature, bf16
+/// included since flex computes it in f32): traced allocation by allocation on the project's Intel Xeon for
+/// 8–300 channels, 1³ and 3³ kernels, full and partial tiles (docs/planner-accuracy.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GemmPacking {
+    /// Micro-kernel height `MR` (f32 `fma`: 2 × 8 lanes = 16): the packed copy's `m` is rounded up to it.
+    pub kernel_rows: u64,
+    /// SIMD lanes `N` (8): an `lhs` with unit row stride and `m` a multiple of it is not prepacked.
+    pub simd_lanes: u64,
+    /// Largest `m` that is prepacked, `2 · mc` with `mc` capped at 8 · `MR` (256). Machines whose L2 gives
+    /// a smaller `mc` prepack less: the model is then on the safe side.
+    pub max_rows: u64,
+    /// gemm's small-matrix path (`m` and `n` ≤ 64) blocks `k` by `min(k, small_depth)` (512).
+    pub small_edge: u64,
+    pub small_depth: u64,
+    /// Depth block `kc` of gemm's `kernel_params` otherwise, `min(k, depth_block)`: 1024 from a 48 KiB
+    /// 12-way L1 (a 32 KiB 8-way one gives 512, so 1024 is the safe side on both).
+    pub depth_block: u64,
+    /// The horizontal kernels take `m · n` up to this (16 × 16) without packing.
+    pub horizontal_max: u64,
+}
+
+impl GemmPacking {
+    /// Elements of the copy gemm allocates for one `[m × k] · [k × n]` call (see the type's docs);
+    /// `lhs_unit_rows`: the left operand's row stride is 1; `contiguous_k`: both operands are contiguous
+    /// along `k` (the weight-gradient layout).
+    pub fn prepacked_elements(&self, m: u64, n: u64, k: u64, lhs_unit_rows: bool, contiguous_k: bool) -> u64 {
+        if m <= 1 || n <= 1 || k <= 2 {
+            return 0;
+        }
+        if contiguous_k && m * n <= self.horizontal_max {
+            return 0;
+        }
+        if m > self.max_rows || (lhs_unit_rows && m.is_multiple_of(self.simd_lanes)) {
+            return 0;
+        }
+        let kc = if m <= self.small_edge && n <= self.small_edge { self.small_depth } else { self.depth_block };
+        k.min(kc) * m.next_multiple_of(self.kernel_rows.max(1))
+    }
 }
 
 fn flex_kind() -> BackendKind {

@@ -186,22 +186,37 @@ impl Builder<'_> {
             }
             // Each op is "gather [channels × taps, tile] for a tile of destination voxels, then one gemm"
             // (vendor/burn-flex/src/ops/conv3d_tiled.rs); a thread handles a chunk of tiles with one buffer.
-            ConvWorkspace::Tiled { tile_voxels, tiles_in_flight } => {
+            ConvWorkspace::Tiled { tile_voxels, tiles_in_flight, packing } => {
                 let tile = tile_voxels.max(1);
                 let chunks = |dst: u64| tiles_in_flight.max(1).min(n * dst.div_ceil(tile));
                 let gather = |rows: u64, dst: u64| chunks(dst) * rows * dst.min(tile);
+                // gemm's per-call packed copy, one per chunk while its multiply runs (GemmPacking). A
+                // forward-shaped multiply (`rows` gathered for each voxel of a tile, into `out` channels)
+                // can be prepacked on a full tile or on the last, shorter one; a weight gradient's
+                // (`rows` × `out` accumulated over a tile's voxels) on its rows, deepest on a full tile.
+                let packed = |m: u64, nn: u64, k: u64, unit_rows: bool, contiguous_k: bool| {
+                    packing.map_or(0, |p| p.prepacked_elements(m, nn, k, unit_rows, contiguous_k))
+                };
+                let tiles_of = |dst: u64| [dst.min(tile), dst % tile];
+                let fwd_pack = |rows: u64, out: u64, dst: u64| {
+                    let per_chunk = tiles_of(dst).map(|len| packed(len, out, rows, true, false)).into_iter().max();
+                    chunks(dst) * per_chunk.unwrap_or(0)
+                };
+                let wgrad_pack =
+                    |rows: u64, out: u64, dst: u64| chunks(dst) * packed(rows, out, dst.min(tile), false, true);
                 let weights = cin * cout * kvol;
                 if transposed {
                     // Forward: the input gradient of the conv it transposes (gathers the input, a transposed
-                    // weight copy); backward: that conv on the output gradient, and its weight gradient with
+                    // weight copy); backward: that conv on the output gradient, then its weight gradient with
                     // input and output exchanged (one partial sum per chunk).
-                    let fw = gather(cin * kvol, vout) + weights;
-                    let bw = gather(cout * kvol, vin) + chunks(vin) * weights;
-                    (fw, bw)
+                    let fw = gather(cin * kvol, vout) + fwd_pack(cin * kvol, cout, vout) + weights;
+                    let conv = gather(cout * kvol, vin) + fwd_pack(cout * kvol, cin, vin);
+                    let w_grad = gather(cout * kvol, vin) + wgrad_pack(cout * kvol, cin, vin) + chunks(vin) * weights;
+                    (fw, conv.max(w_grad))
                 } else {
-                    let fw = gather(cin * kvol, vout);
-                    let x_grad = gather(cout * kvol, vin) + weights;
-                    let w_grad = gather(cin * kvol, vout) + chunks(vout) * weights;
+                    let fw = gather(cin * kvol, vout) + fwd_pack(cin * kvol, cout, vout);
+                    let x_grad = gather(cout * kvol, vin) + fwd_pack(cout * kvol, cin, vin) + weights;
+                    let w_grad = gather(cin * kvol, vout) + wgrad_pack(cin * kvol, cout, vout) + chunks(vout) * weights;
                     (fw, x_grad.max(w_grad))
                 }
             }

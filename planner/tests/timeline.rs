@@ -185,7 +185,7 @@ fn flex_computes_half_convs_via_f32_so_their_workspace_is_f32_sized_plus_copies(
 fn tiled_flex_convs_hold_one_gather_tile_per_thread_whatever_the_volume() {
     // vendor/burn-flex/src/ops/conv3d_tiled.rs: each of the threads gathers [C_in · 27, 1024] for a tile.
     let mut dev = flex_cpu();
-    dev.backend.conv_workspace = ConvWorkspace::Tiled { tile_voxels: 1024, tiles_in_flight: 2 };
+    dev.backend.conv_workspace = ConvWorkspace::Tiled { tile_voxels: 1024, tiles_in_flight: 2, packing: None };
     let event = |t: &voxplan_planner::Timeline, op: &str| t.events.iter().find(|e| e.op == op).unwrap().transient_bytes;
     for patch in [32, 64] {
         let t = simulate(&one_conv(), [patch; 3], 1, Precision::F32, false, OptimizerKind::Sgd, &dev);
@@ -198,4 +198,46 @@ fn tiled_flex_convs_hold_one_gather_tile_per_thread_whatever_the_volume() {
     // A volume smaller than one tile at batch 1 is one task: one buffer of its own size.
     let small = simulate(&one_conv(), [8; 3], 1, Precision::F32, false, OptimizerKind::Sgd, &dev);
     assert_eq!(event(&small, "enc0.conv0"), 27 * 512 * 4);
+}
+
+/// One plain stage of `features` channels with two convs: the second conv maps features → features.
+fn two_conv_stage(features: usize) -> NetworkSpec {
+    unet(&[features], NormKind::Instance, 2)
+}
+
+#[test]
+fn gemm_prepacks_small_weight_gradient_gathers_and_the_model_counts_the_copy() {
+    // Traced on the Intel Xeon (vendor gemm-common 0.19, f32 fma kernels), 16³, batch 1, two threads:
+    // the weight gradient of an 8 → 8 3³ conv gathers [216, 1024] per thread (864 KiB) and gemm packs it
+    // into [224 (216 rounded to 16), 1024] (896 KiB) per thread while it multiplies; with 16 channels the
+    // 432 gathered rows are above gemm's 256 and it packs nothing.
+    let mut dev = flex_cpu();
+    let ConvWorkspace::Tiled { tiles_in_flight, packing, .. } = &mut dev.backend.conv_workspace else {
+        panic!("flex runs the tiled kernels")
+    };
+    *tiles_in_flight = 2;
+    let packing = packing.expect("the embedded flex model has gemm's packing rule");
+    let event = |t: &voxplan_planner::Timeline, op: &str| t.events.iter().find(|e| e.op == op).unwrap().transient_bytes;
+    let t = simulate(&two_conv_stage(8), [16; 3], 1, Precision::F32, false, OptimizerKind::Sgd, &dev);
+    let gather = 2 * 216 * 1024 * 4;
+    let weights = 8 * 8 * 27 * 4;
+    assert_eq!(event(&t, "enc0.conv1 backward"), gather + 2 * 224 * 1024 * 4 + 2 * weights);
+    // A full tile of 1024 voxels is a multiple of the SIMD width: the forward gather is not packed.
+    assert_eq!(event(&t, "enc0.conv1"), gather);
+    let t16 = simulate(&two_conv_stage(16), [16; 3], 1, Precision::F32, false, OptimizerKind::Sgd, &dev);
+    let gather16 = 2 * 432 * 1024 * 4;
+    assert_eq!(event(&t16, "enc0.conv1 backward"), gather16 + 16 * 16 * 27 * 4 * 2);
+
+    // The rule against the other traced calls (m × n · k after gemm's operand swap).
+    let w_grad = |rows: u64, out: u64, len: u64| packing.prepacked_elements(rows, out, len, false, true);
+    let tile = |len: u64, out: u64, rows: u64| packing.prepacked_elements(len, out, rows, true, false);
+    assert_eq!(w_grad(243, 8, 1024), 256 * 1024, "9 → 8 channels: 243 rows, padded to 256");
+    assert_eq!(w_grad(270, 8, 1024), 0, "10 → 8 channels: 270 rows, above 256");
+    assert_eq!(w_grad(27, 8, 1024), 0, "1 → 8: 27 · 8 ≤ 16 · 16, gemm's horizontal kernel");
+    assert_eq!(w_grad(54, 8, 1024), 64 * 512, "2 → 8: the small path blocks k at 512");
+    assert_eq!(w_grad(64, 64, 1024), 64 * 512, "64 → 64 pointwise");
+    assert_eq!(w_grad(216, 8, 832), 224 * 832, "the last tile of a 20³ volume");
+    assert_eq!(tile(216, 8, 216), 0, "a 6³ tile: 216 voxels, a multiple of 8");
+    assert_eq!(tile(125, 8, 216), 128 * 216, "a 5³ tile is packed");
+    assert_eq!(tile(1024, 8, 216), 0, "full tiles never are");
 }
