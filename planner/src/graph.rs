@@ -15,8 +15,9 @@ use crate::device::{BackendModel, ConvWorkspace};
 use crate::plan::Precision;
 use crate::rules::{
     BATCH_NORM_SAVED_ACTIVATIONS, BOOL_BYTES, F32_BYTES, GROUP_NORM_SAVED_ACTIVATIONS, HALF_BYTES, LABEL_BYTES,
-    LOSS_BACKWARD_TEMPORARIES, LOSS_FORWARD_TEMPORARIES, LOSS_SAVED_LOGIT_SIZES, LOSS_SAVED_LOGIT_SIZES_CHECKPOINTED,
-    NORM_BACKWARD_TEMPORARIES,
+    LOSS_BACKWARD_TEMPORARIES, LOSS_BACKWARD_TEMPORARIES_CHECKPOINTED, LOSS_FORWARD_BYTES_PER_VOXEL,
+    LOSS_FORWARD_TEMPORARIES, LOSS_FORWARD_TEMPORARIES_CHECKPOINTED, LOSS_SAVED_BYTES_PER_VOXEL,
+    LOSS_SAVED_LOGIT_SIZES, LOSS_SAVED_LOGIT_SIZES_CHECKPOINTED, NORM_BACKWARD_TEMPORARIES,
 };
 use crate::spec::{ActivationKind, BlockKind, NetworkSpec, NormKind};
 
@@ -373,25 +374,38 @@ impl Builder<'_> {
         self.act(&format!("{name}.b"), layer, sum, cout, out_shape)
     }
 
-    fn loss(&mut self, name: &str, logits: usize, shape: [usize; 3]) {
+    fn loss(&mut self, name: &str, logits: usize, shape: [usize; 3]) -> usize {
         let layer = self.layer(name);
         let n = self.o.batch as u64;
         let classes = self.spec.num_classes as u64;
-        let l = n * classes * voxels(shape) * F32_BYTES;
-        let labels = self.tensor(n * voxels(shape) * LABEL_BYTES, Role::Batch, None, false);
+        let per_voxel = n * voxels(shape);
+        let l = per_voxel * classes * F32_BYTES;
+        let labels = self.tensor(per_voxel * LABEL_BYTES, Role::Batch, None, false);
         let op = self.op(name.to_string(), layer, vec![logits, labels]);
+        // (logit sizes, bytes per voxel) kept, forward temporaries, backward temporaries.
         let (saved, fwd_tmp, bwd_tmp) = match self.o.loss {
             LossKind::DiceCe if self.o.checkpointing => {
-                (LOSS_SAVED_LOGIT_SIZES_CHECKPOINTED, LOSS_FORWARD_TEMPORARIES, LOSS_BACKWARD_TEMPORARIES)
+                // Balanced checkpointing keeps the logits to recompute the loss's memory-bound ops from.
+                self.g.ops[op].saves.push(logits);
+                (
+                    (LOSS_SAVED_LOGIT_SIZES_CHECKPOINTED, LOSS_SAVED_BYTES_PER_VOXEL),
+                    (LOSS_FORWARD_TEMPORARIES_CHECKPOINTED, LOSS_FORWARD_BYTES_PER_VOXEL),
+                    LOSS_BACKWARD_TEMPORARIES_CHECKPOINTED,
+                )
             }
-            LossKind::DiceCe => (LOSS_SAVED_LOGIT_SIZES, LOSS_FORWARD_TEMPORARIES, LOSS_BACKWARD_TEMPORARIES),
+            LossKind::DiceCe => (
+                (LOSS_SAVED_LOGIT_SIZES, LOSS_SAVED_BYTES_PER_VOXEL),
+                (LOSS_FORWARD_TEMPORARIES, LOSS_FORWARD_BYTES_PER_VOXEL),
+                LOSS_BACKWARD_TEMPORARIES,
+            ),
             // out − target is saved (1 logit size); its square is a temporary.
-            LossKind::Mse => (1, 1, 1),
+            LossKind::Mse => ((1, 0), (1, 0), 1),
         };
-        let s = self.output(op, saved * l, Role::Saved, true);
+        let s = self.output(op, saved.0 * l + saved.1 * per_voxel, Role::Saved, true);
         self.g.ops[op].saves.push(s);
-        self.g.ops[op].fwd_transient = fwd_tmp * l;
+        self.g.ops[op].fwd_transient = fwd_tmp.0 * l + fwd_tmp.1 * per_voxel;
         self.g.ops[op].bwd_transient = bwd_tmp * l;
+        op
     }
 
     fn head(&mut self, name: &str, x: usize, cin: usize, shape: [usize; 3]) -> usize {
@@ -457,10 +471,15 @@ pub(crate) fn build(spec: &NetworkSpec, o: &GraphOptions) -> Graph {
     let f0 = spec.stages[0].features;
     let logits = b.head("head", x, f0, full);
     if o.training {
-        b.loss("loss", logits, full);
-        for (i, (h, shape)) in heads.into_iter().enumerate() {
-            b.loss(&format!("ds_loss{i}"), h, shape);
+        // The trainer's loss takes every head's logits, full resolution first, then the deep-supervision
+        // heads from the highest resolution down, and holds all of them until the last term is built.
+        let mut last = b.loss("loss", logits, full);
+        let mut all_logits = vec![logits];
+        for (i, &(h, shape)) in heads.iter().rev().enumerate() {
+            last = b.loss(&format!("ds_loss{i}"), h, shape);
+            all_logits.push(h);
         }
+        b.g.ops[last].inputs.extend(all_logits);
     }
     b.g
 }

@@ -64,16 +64,33 @@ pub const GROUP_NORM_SAVED_ACTIVATIONS: u64 = 2;
 pub const BATCH_NORM_SAVED_ACTIVATIONS: u64 = 3;
 /// Temporaries of a norm's backward (grad of x̂, of x − μ), in activations.
 pub const NORM_BACKWARD_TEMPORARIES: u64 = 2;
-/// Dice + CE keeps `exp` of the stable logits, the softmax and the one-hot target (3 × C × voxels f32)
-/// without checkpointing.
-pub const LOSS_SAVED_LOGIT_SIZES: u64 = 3;
-/// With balanced checkpointing the loss's memory-bound ops are recomputed from the logits; the one-hot
-/// target (an untracked operand) is still saved: logits + one-hot.
-pub const LOSS_SAVED_LOGIT_SIZES_CHECKPOINTED: u64 = 2;
-/// Loss forward temporaries alive at once (stable logits, log-softmax, a product), in logit sizes.
+// Dice + CE (pipeline/src/loss.rs) in logit sizes (N × C × voxels f32) and bytes per voxel (N × voxels),
+// measured on flex for 2–32 classes, 16³–32³, batch 1–2, with the logits from a 1×1×1 conv as in the
+// network: kept after forward 4.0 logit sizes + 4.8 B/voxel (without checkpointing) and 5.0 + 4.8 B/voxel
+// (balanced checkpointing, the logits themselves included); the forward peaks 2 logit sizes + 3.7 B/voxel
+// (without) and 4 B/voxel (with) above that; the backward 1 logit size (without) and nothing (with) above
+// the kept bytes plus the logits' gradient. Until 2026-12-02 the model had 3 / 2 kept, 2 / 2 forward and
+// 3 / 3 backward logit sizes: right in sum at the loss backward, but a loss-dominated step (32 classes on
+// 4 base features) peaks in the loss's forward, which that under-predicted by up to 10 %.
+
+/// Dice + CE keeps `exp` of the stable logits, log-softmax, the softmax and the one-hot target, about 4
+/// logit sizes, without checkpointing.
+pub const LOSS_SAVED_LOGIT_SIZES: u64 = 4;
+/// With balanced checkpointing it keeps as much again as without plus the logits themselves (the head
+/// conv's output, kept to recompute the memory-bound ops from).
+pub const LOSS_SAVED_LOGIT_SIZES_CHECKPOINTED: u64 = 4;
+/// Per-voxel bytes the loss keeps either way: the f32 validity mask and the log-sum-exp's row sums.
+pub const LOSS_SAVED_BYTES_PER_VOXEL: u64 = 5;
+/// Loss forward temporaries alive at once (stable logits, a product), in logit sizes, without checkpointing.
 pub const LOSS_FORWARD_TEMPORARIES: u64 = 2;
-/// Loss backward temporaries (grads of p, log p and the stable logits), in logit sizes.
-pub const LOSS_BACKWARD_TEMPORARIES: u64 = 3;
+/// With balanced checkpointing none of them outlives its op.
+pub const LOSS_FORWARD_TEMPORARIES_CHECKPOINTED: u64 = 0;
+/// Per-voxel forward temporaries either way (a per-voxel f32 reduction).
+pub const LOSS_FORWARD_BYTES_PER_VOXEL: u64 = 4;
+/// Loss backward temporaries beside the logits' gradient, in logit sizes, without checkpointing.
+pub const LOSS_BACKWARD_TEMPORARIES: u64 = 1;
+/// With balanced checkpointing the recomputed intermediates fit in what the backward frees.
+pub const LOSS_BACKWARD_TEMPORARIES_CHECKPOINTED: u64 = 0;
 /// Per-parameter temporaries of one optimizer step (new state and new value of the largest tensor).
 pub const OPTIMIZER_STEP_TEMPORARIES: u64 = 2;
 /// SGD with momentum keeps one state tensor per parameter.

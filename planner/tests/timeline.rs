@@ -48,12 +48,16 @@ fn one_conv_network_counts_exact_bytes() {
     // conv 27·1·4 + 4, instance norm 2·4, head 4·2 + 2.
     assert_eq!(t.param_count, 130);
     // Kept after forward: input 2048 + labels 2048, norm x−μ and x̂ 2·4·2048, LReLU mask 4·512,
-    // LReLU output (kept by the head conv) 4·2048, loss exp/softmax/one-hot 3·2·2048.
-    assert_eq!(t.forward_retained_bytes, 4096 + 16384 + 2048 + 8192 + 12288);
-    // Peak at the loss backward: the above + params and SGD momentum 2·520 + logits gradient 2·2048 +
-    // 3 logit-sized backward temporaries.
-    assert_eq!(t.peak_op, "loss backward");
-    assert_eq!(t.peak_bytes, 1040 + 43008 + 4096 + 12288);
+    // LReLU output (kept by the head conv) 4·2048, loss state 4 logit sizes (4·2·2048) + 5 B per voxel.
+    let loss_kept = 4 * 4096 + 5 * 512;
+    assert_eq!(t.forward_retained_bytes, 4096 + 16384 + 2048 + 8192 + loss_kept);
+    // Peak in the loss's forward: the above + params and SGD momentum 2·520 + the logits 2·2048 + forward
+    // temporaries of 2 logit sizes and 4 B per voxel.
+    assert_eq!(t.peak_op, "loss");
+    assert_eq!(t.peak_bytes, 1040 + 4096 + 16384 + 2048 + 8192 + loss_kept + 4096 + 2 * 4096 + 4 * 512);
+    // The loss backward: the kept bytes + the logits' gradient + 1 logit size of temporaries.
+    let backward = t.events.iter().find(|e| e.op == "loss backward").unwrap();
+    assert_eq!(backward.in_use_bytes, 1040 + 4096 + 16384 + 2048 + 8192 + loss_kept + 4096 + 4096);
     let names: Vec<&str> = t.events.iter().map(|e| e.op.as_str()).collect();
     assert_eq!(names[..6], ["batch loaded", "enc0.conv0", "enc0.conv0.norm", "enc0.conv0.act", "head", "loss"]);
     assert_eq!(names.last(), Some(&"optimizer step"));
@@ -130,16 +134,16 @@ fn mixed_precision_keeps_half_copies_of_conv_inputs_and_weights() {
     let t = simulate(&one_conv(), [8; 3], 1, Precision::Bf16Mixed, false, OptimizerKind::Sgd, &exact_cpu());
     // batch 4096; bf16 copy of the input 512·2 and of the conv weights (27·4 + 4)·2; norm 16384 and mask
     // 2048 in f32; the head reads a bf16 copy 4·512·2 (the f32 activation dies after the cast) plus its
-    // weights (8 + 2)·2; the loss state stays f32 (3·2·2048).
-    assert_eq!(t.forward_retained_bytes, 4096 + 1024 + 224 + 16384 + 2048 + 4096 + 20 + 12288);
+    // weights (8 + 2)·2; the loss state stays f32 (4·2·2048 + 5·512).
+    assert_eq!(t.forward_retained_bytes, 4096 + 1024 + 224 + 16384 + 2048 + 4096 + 20 + 4 * 4096 + 5 * 512);
 }
 
 #[test]
 fn balanced_checkpointing_keeps_conv_outputs_instead_of_norm_intermediates() {
     let t = simulate(&one_conv(), [8; 3], 1, Precision::F32, true, OptimizerKind::Sgd, &exact_cpu());
-    // batch 4096, conv output 8192 (kept for the norm's recomputation), mask 2048, head input 8192,
-    // loss logits + one-hot 2·2·2048.
-    assert_eq!(t.forward_retained_bytes, 4096 + 8192 + 2048 + 8192 + 8192);
+    // batch 4096, conv output 8192 (kept for the norm's recomputation), mask 2048, head input 8192, the
+    // logits 4096 (kept to recompute the loss from) and the loss's own 4·2·2048 + 5·512.
+    assert_eq!(t.forward_retained_bytes, 4096 + 8192 + 2048 + 8192 + 4096 + 4 * 4096 + 5 * 512);
 }
 
 #[test]
