@@ -467,7 +467,8 @@ pub(crate) fn build(spec: &NetworkSpec, o: &GraphOptions) -> Graph {
             heads.push((b.head(&format!("ds{s}.head"), x, st.features, shape), shape));
         }
     }
-    let full = if s_count == 1 { spec.stage_shape(o.patch, 0) } else { o.patch };
+    // Stage 0 keeps full resolution (`NetworkSpec::validate`), so the logits are at the patch's.
+    let full = o.patch;
     let f0 = spec.stages[0].features;
     let logits = b.head("head", x, f0, full);
     if o.training {

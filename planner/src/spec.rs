@@ -7,7 +7,7 @@
 //! The topology, stated once so that planner and pipeline agree:
 //! - Encoder stage `s` runs `encoder_convs` conv→norm→activation layers (`Plain`) or `encoder_convs`
 //!   residual blocks (`Residual`). The first conv of stage `s` has stride `stages[s].stride` (strided-conv
-//!   downsampling; stage 0 normally has stride 1). Every conv has kernel `stages[s].kernel` with padding
+//!   downsampling; stage 0 has stride 1, so that the logits are at the patch's resolution). Every conv has kernel `stages[s].kernel` with padding
 //!   `kernel / 2` and a bias.
 //! - A residual block is conv→norm→act→conv→norm, plus a shortcut (identity, or a 1×1×1 conv with the
 //!   block's stride followed by a norm when shape or channels change), then the activation (nnU-Net ResEnc).
@@ -175,6 +175,16 @@ impl NetworkSpec {
             if st.stride.iter().any(|&v| v != 1 && v != 2) {
                 return bad(f("stride"), format!("{:?}: each axis must be 1 or 2", st.stride));
             }
+            if s == 0 && st.stride != [1, 1, 1] {
+                return bad(
+                    f("stride"),
+                    format!(
+                        "{:?}: the first stage must keep full resolution ([1, 1, 1]): the logits come out at its \
+                         resolution, and the loss and sliding-window inference need them at the patch's",
+                        st.stride
+                    ),
+                );
+            }
             if st.kernel.iter().any(|&v| v != 1 && v != 3) {
                 return bad(f("kernel"), format!("{:?}: each axis must be 3 or 1", st.kernel));
             }
@@ -254,6 +264,18 @@ mod tests {
         n.norm = NormKind::Group { groups: 8 };
         let e = n.validate().unwrap_err().to_string();
         assert!(e.contains("network.norm.groups"), "{e}");
+    }
+
+    #[test]
+    fn a_strided_first_stage_is_rejected_with_the_field() {
+        // Its logits would come out at half resolution: the trainer's loss would quietly subsample the labels
+        // and sliding-window inference would fail on the window size, after training.
+        for depth in [1, 3] {
+            let mut n = unet(&[16, 32, 64][..depth]);
+            n.stages[0].stride = [2, 2, 1];
+            let e = n.validate().unwrap_err().to_string();
+            assert!(e.contains("network.stages[0].stride") && e.contains("full resolution"), "{e}");
+        }
     }
 
     #[test]
