@@ -414,6 +414,44 @@ impl Builder<'_> {
     }
 }
 
+/// Byte counts the simulation may form stay below this (2^62, 4 EiB): far beyond any device, and far enough
+/// below `u64::MAX` that no sum of them overflows.
+pub(crate) const COUNTABLE_BYTES: u128 = 1 << 62;
+
+/// An upper bound, in `u128`, on every byte count [`build`] and the timeline can form for `spec` at `patch`
+/// and `batch`: the sum over layers of 32 largest-activation-sized tensors (outputs, kept intermediates,
+/// gradients, half and f32 copies) and the largest conv workspace, the parameters 8 times over (weights,
+/// gradients, optimizer state, accumulator, copies, temporaries), and 16 logit sizes per loss term. A
+/// network or patch whose bound reaches [`COUNTABLE_BYTES`] is not simulated (it fits no device anyway),
+/// so absurd sizes become a "does not fit" instead of an arithmetic overflow.
+pub(crate) fn byte_bound(spec: &NetworkSpec, patch: [usize; 3], batch: usize, backend: &BackendModel) -> u128 {
+    let mul = |a: u128, b: u128| a.saturating_mul(b);
+    let add = |a: u128, b: u128| a.saturating_add(b);
+    let voxels = patch.iter().fold(1u128, |v, &p| mul(v, p as u128));
+    let widest = spec.stages.iter().map(|s| mul(2, s.features as u128)).max().unwrap_or(0);
+    let channels = widest.max(spec.in_channels as u128).max(add(spec.num_classes as u128, 1));
+    let convs_per_block = if spec.block == BlockKind::Residual { 3 } else { 1 };
+    let layers = spec.stages.iter().fold(2u128, |l, s| {
+        add(l, add(mul(s.encoder_convs as u128, convs_per_block), add(s.decoder_convs as u128, 3)))
+    });
+    let taps: u128 = 27;
+    let activation = mul(mul(mul(batch.max(1) as u128, channels), voxels), 4);
+    let weights = mul(mul(taps, channels), channels);
+    let workspace = match backend.conv_workspace {
+        ConvWorkspace::WholeSample => mul(mul(mul(taps, channels), voxels), 4),
+        ConvWorkspace::Tiled { tile_voxels, tiles_in_flight, .. } => {
+            // Per chunk a gather and its packed copy and a partial sum; the transposed weights once.
+            let gather = mul(mul(taps, channels), tile_voxels.max(1) as u128);
+            mul(add(mul(tiles_in_flight.max(1) as u128, add(mul(2, gather), weights)), weights), 4)
+        }
+    };
+    let per_layer = add(mul(32, activation), workspace);
+    let params = mul(layers, add(weights, channels));
+    // 16 logit sizes (at most `channels` classes) per loss term, one term per stage at most.
+    let losses = mul(add(spec.stages.len() as u128, 1), mul(16, activation));
+    add(add(mul(layers, per_layer), mul(params, 32)), losses)
+}
+
 /// Unrolls `spec` for one training step (or one inference forward pass when `o.training` is false).
 pub(crate) fn build(spec: &NetworkSpec, o: &GraphOptions) -> Graph {
     let mut b = Builder { g: Graph::default(), o, spec };

@@ -58,12 +58,26 @@ pub fn plan_inference(
     }
     let raw = budget_bytes.unwrap_or(device.free_bytes);
     let usable = (raw as f64 * (1.0 - SAFETY_MARGIN_FRACTION)) as u64;
-    let total_windows: usize = (0..3).map(|a| windows_along(volume_shape[a], patch[a])).product();
-    let voxels: u64 = volume_shape.iter().map(|&v| v as u64).product();
+    // A volume whose bytes do not fit 64 bits fits no device: say so instead of overflowing.
+    let too_large = || PlanError::InvalidSpec {
+        field: "volume_shape".into(),
+        problem: format!("{volume_shape:?} is too large to count its bytes in 64 bits"),
+    };
+    let total_windows = (0..3)
+        .try_fold(1usize, |w, a| w.checked_mul(windows_along(volume_shape[a], patch[a])))
+        .ok_or_else(too_large)?;
+    let voxels = volume_shape.iter().try_fold(1u64, |v, &a| v.checked_mul(a as u64)).ok_or_else(too_large)?;
     // Class sums and the weight sum per voxel, plus the one patch-sized gaussian the windows are blended by.
     let patch_voxels: u64 = patch.iter().map(|&v| v as u64).product();
-    let accumulator = ((network.num_classes as u64 + 1) * voxels + patch_voxels) * F32_BYTES;
-    let input_volume = network.in_channels as u64 * voxels * F32_BYTES;
+    let accumulator = (network.num_classes as u64 + 1)
+        .checked_mul(voxels)
+        .and_then(|b| b.checked_add(patch_voxels))
+        .and_then(|b| b.checked_mul(F32_BYTES))
+        .ok_or_else(too_large)?;
+    let input_volume = (network.in_channels as u64)
+        .checked_mul(voxels)
+        .and_then(|b| b.checked_mul(F32_BYTES))
+        .ok_or_else(too_large)?;
     let peak = |w: usize| {
         let t = simulate_with(&SimRequest {
             network,
@@ -78,7 +92,7 @@ pub fn plan_inference(
             training: false,
         });
         let fits = t.oversized_allocation_bytes.is_none();
-        (t.peak_bytes + accumulator + input_volume, fits, t.peak_op)
+        (t.peak_bytes.saturating_add(accumulator).saturating_add(input_volume), fits, t.peak_op)
     };
     let fits = |w: usize| {
         let (p, ok, _) = peak(w);

@@ -12,7 +12,9 @@ use crate::plan::{Precision, TrainingPlan};
 use crate::report::{
     Alternative, BudgetSummary, CurvePoint, Decision, DeviceSummary, PlanReport, REPORT_SCHEMA_VERSION,
 };
-use crate::rules::{BATCH_CURVE_POINTS, MAX_BATCH_SEARCH, MAX_GROUPNORM_GROUPS, SAFETY_MARGIN_FRACTION};
+use crate::rules::{
+    BATCH_CURVE_POINTS, MAX_BATCH_SEARCH, MAX_GROUPNORM_GROUPS, MAX_TARGET_EFFECTIVE_BATCH, SAFETY_MARGIN_FRACTION,
+};
 use crate::settings::{CheckpointingRequest, PlanSettings, PrecisionRequest};
 use crate::spec::{NetworkSpec, NormKind};
 use crate::timeline::{SimRequest, Timeline, simulate_with};
@@ -69,7 +71,16 @@ impl Ctx<'_> {
     }
 
     fn fits(&self, net: &NetworkSpec, c: Candidate) -> bool {
-        self.fits_timeline(&self.simulate(net, c))
+        // The batch (image and labels) and the fixed overheads are in every event of the step: a candidate
+        // whose batch alone exceeds the budget is refused without unrolling it (a far too large patch is
+        // shrunk in thousands of steps).
+        let voxels = c.patch.iter().fold(c.batch as u128, |v, &p| v.saturating_mul(p as u128));
+        let batch_bytes = voxels.saturating_mul(4 * (net.in_channels as u128 + 1));
+        let backend = &self.req.device.backend;
+        let floor = batch_bytes
+            .saturating_add(backend.fixed_overhead_bytes as u128)
+            .saturating_add(backend.step_overhead_bytes as u128);
+        floor <= self.usable as u128 && self.fits_timeline(&self.simulate(net, c))
     }
 
     /// Largest batch in `1..=cap` that fits (memory grows with the batch), or 0 if none.
@@ -81,9 +92,9 @@ impl Ctx<'_> {
         let (mut lo, mut hi) = (1usize, 2usize);
         while hi <= cap && at(hi) {
             lo = hi;
-            hi *= 2;
+            hi = hi.saturating_mul(2);
         }
-        let mut hi = hi.min(cap + 1);
+        let mut hi = hi.min(cap.saturating_add(1));
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
             if at(mid) { lo = mid } else { hi = mid }
@@ -96,6 +107,12 @@ fn validate_settings(s: &PlanSettings) -> Result<(), PlanError> {
     let bad = |field: &str, problem: String| Err(PlanError::InvalidSpec { field: format!("plan.{field}"), problem });
     if s.target_effective_batch == 0 {
         return bad("target_effective_batch", "must be at least 1".into());
+    }
+    if s.target_effective_batch > MAX_TARGET_EFFECTIVE_BATCH {
+        return bad(
+            "target_effective_batch",
+            format!("{} is above the largest supported, {MAX_TARGET_EFFECTIVE_BATCH}", s.target_effective_batch),
+        );
     }
     if s.reference_batch == 0 {
         return bad("reference_batch", "must be at least 1".into());
@@ -217,6 +234,8 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport, PlanError> {
     let stride = net.total_stride();
     let mut patch = s.patch_size;
     let mut checkpointing;
+    // Steps taken per axis; one decision sums them up (a far too large patch can take thousands).
+    let mut shrunk = [0usize; 3];
     loop {
         checkpointing = ck_options
             .iter()
@@ -227,21 +246,29 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport, PlanError> {
         }
         match shrink_patch(patch, stride, req.median_shape) {
             Some((p, axis)) => {
-                decide(
-                    "patch",
-                    format!("{p:?}"),
-                    format!(
-                        "batch 1 at patch {patch:?} does not fit even {}; shrank axis {} (largest patch/median-shape \
-                         ratio) by its total stride {}",
-                        if ck_options.contains(&true) { "with checkpointing" } else { "(checkpointing not allowed)" },
-                        ["x", "y", "z"][axis],
-                        stride[axis]
-                    ),
-                );
+                shrunk[axis] += 1;
                 patch = p;
             }
             None => return Err(does_not_fit(&ctx, &net, patch, precision, ck_options)),
         }
+    }
+    if shrunk.iter().any(|&k| k > 0) {
+        let steps: Vec<String> = (0..3)
+            .filter(|&a| shrunk[a] > 0)
+            .map(|a| format!("axis {} {} × {}", ["x", "y", "z"][a], shrunk[a], stride[a]))
+            .collect();
+        decide(
+            "patch",
+            format!("{patch:?}"),
+            format!(
+                "batch 1 at patch {:?} does not fit even {}; shrank {} times, each time the axis with the largest \
+                 patch/median-shape ratio by its total stride ({}), until batch 1 fits",
+                s.patch_size,
+                if ck_options.contains(&true) { "with checkpointing" } else { "(checkpointing not allowed)" },
+                shrunk.iter().sum::<usize>(),
+                steps.join(", ")
+            ),
+        );
     }
     let checkpointing = checkpointing.unwrap_or(false);
     let base = Candidate { patch, batch: 1, precision, checkpointing };
@@ -374,6 +401,15 @@ fn does_not_fit(
 ) -> PlanError {
     let ck = ck_options.contains(&true);
     let t = ctx.simulate(net, Candidate { patch, batch: 1, precision, checkpointing: ck });
+    if t.is_uncountable() {
+        return PlanError::InvalidSpec {
+            field: "network".into(),
+            problem: format!(
+                "too large to plan: at batch 1 and patch {patch:?} its parameters and activations would need \
+                 more than 4 EiB, beyond 64-bit byte counts and any device"
+            ),
+        };
+    }
     let needed_budget = (t.peak_bytes as f64 / (1.0 - SAFETY_MARGIN_FRACTION)).ceil() as u64;
     let mut how = format!("{precision:?}, checkpointing {}", if ck { "on" } else { "off" });
     if let Some(b) = t.oversized_allocation_bytes {

@@ -19,6 +19,10 @@ pub const MAX_GROUPNORM_GROUPS: usize = 32;
 /// Largest per-device batch the search tries. Far above any 3D segmentation batch; bounds the search.
 pub const MAX_BATCH_SEARCH: usize = 4096;
 
+/// Largest `plan.target_effective_batch` accepted: far above any 3D segmentation run (nnU-Net trains at 2),
+/// and small enough that batch × accumulation and the learning-rate scaling stay exact.
+pub const MAX_TARGET_EFFECTIVE_BATCH: usize = 1 << 20;
+
 /// Points of the memory-versus-batch curve in reports (1, 2, 3, ... up to this or the first misfit + 1).
 pub const BATCH_CURVE_POINTS: usize = 12;
 

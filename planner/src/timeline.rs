@@ -86,6 +86,32 @@ pub struct Timeline {
     pub oversized_allocation_bytes: Option<u64>,
 }
 
+impl Timeline {
+    /// The timeline of a step too large to count: peak `u64::MAX` and one allocation larger than any device
+    /// can make, so that it fits no budget.
+    pub fn uncountable() -> Self {
+        Timeline {
+            events: Vec::new(),
+            peak_bytes: u64::MAX,
+            peak_op: UNCOUNTABLE_OP.into(),
+            peak_phase: Phase::Setup,
+            peak_components: Components { fixed_bytes: u64::MAX, ..Components::default() },
+            forward_retained_bytes: u64::MAX,
+            per_layer: Vec::new(),
+            param_count: 0,
+            oversized_allocation_bytes: Some(u64::MAX),
+        }
+    }
+
+    /// Whether this is [`Timeline::uncountable`].
+    pub fn is_uncountable(&self) -> bool {
+        self.peak_op == UNCOUNTABLE_OP && self.peak_bytes == u64::MAX
+    }
+}
+
+/// The `peak_op` of a step too large to count in 64-bit bytes.
+pub const UNCOUNTABLE_OP: &str = "(more than 4 EiB: not counted)";
+
 /// Everything one simulation needs beyond the network.
 #[derive(Debug, Clone)]
 pub struct SimRequest<'a> {
@@ -199,8 +225,12 @@ impl Walker {
     }
 }
 
-/// Unrolls the network and walks the step.
+/// Unrolls the network and walks the step. A network and patch too large for 64-bit byte counts (see
+/// `graph::byte_bound`) give [`Timeline::uncountable`], which fits no budget.
 pub fn simulate_with(req: &SimRequest) -> Timeline {
+    if graph::byte_bound(req.network, req.patch, req.batch, &req.device.backend) >= graph::COUNTABLE_BYTES {
+        return Timeline::uncountable();
+    }
     let opts = GraphOptions {
         patch: req.patch,
         batch: req.batch.max(1),

@@ -32,7 +32,10 @@ pub fn parse_budget(s: &str) -> Result<u64, PlanError> {
         _ => return Err(bad("unknown unit (use B, KiB, MiB, GiB, TiB, kB, MB, GB or TB)")),
     };
     let bytes = value * scale;
-    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
+    if !(bytes.is_finite() && bytes < u64::MAX as f64) {
+        return Err(bad("is larger than 2^64 bytes"));
+    }
+    if bytes < 1.0 {
         return Err(bad("must be at least one byte"));
     }
     Ok(bytes.round() as u64)
@@ -71,6 +74,10 @@ mod tests {
         for s in ["", "GiB", "12 parsecs", "1.2.3GiB", "0GiB"] {
             let e = parse_budget(s).unwrap_err().to_string();
             assert!(e.contains("--budget"), "{s}: {e}");
+        }
+        for s in ["18446744073709551615B", "99999999999999999999", "20000000TiB"] {
+            let e = parse_budget(s).unwrap_err().to_string();
+            assert!(e.contains("larger than 2^64 bytes"), "{s}: {e}");
         }
     }
 
