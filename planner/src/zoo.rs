@@ -41,6 +41,12 @@ pub struct ZooConfig {
     /// Per-stage kernels `(x, y, z)`; default 3×3×3.
     #[serde(default)]
     pub kernels: Option<Vec<[usize; 3]>>,
+    /// Per-stage encoder convs (plain) or residual blocks (residual); default 2 each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_convs: Option<Vec<usize>>,
+    /// Per-stage decoder convs (the deepest stage's entry is unused); default 2 each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_convs: Option<Vec<usize>>,
     pub norm: NormKind,
     #[serde(default = "default_block")]
     pub block: BlockKind,
@@ -78,13 +84,19 @@ impl ZooConfig {
         let mut net = NetworkSpec::plain_unet(self.in_channels, self.classes, &self.features, self.norm);
         let depth = self.features.len();
         let field = |f: &str| format!("zoo.{}.{f}", self.name);
-        for (list, name) in [(&self.strides, "strides"), (&self.kernels, "kernels")] {
-            if let Some(l) = list
-                && l.len() != depth
+        let lengths = [
+            (self.strides.as_ref().map(Vec::len), "strides"),
+            (self.kernels.as_ref().map(Vec::len), "kernels"),
+            (self.encoder_convs.as_ref().map(Vec::len), "encoder_convs"),
+            (self.decoder_convs.as_ref().map(Vec::len), "decoder_convs"),
+        ];
+        for (len, name) in lengths {
+            if let Some(len) = len
+                && len != depth
             {
                 return Err(PlanError::InvalidSpec {
                     field: field(name),
-                    problem: format!("{} entries for {depth} stages", l.len()),
+                    problem: format!("{len} entries for {depth} stages"),
                 });
             }
         }
@@ -94,6 +106,12 @@ impl ZooConfig {
             }
             if let Some(kernels) = &self.kernels {
                 st.kernel = kernels[s];
+            }
+            if let Some(convs) = &self.encoder_convs {
+                st.encoder_convs = convs[s];
+            }
+            if let Some(convs) = &self.decoder_convs {
+                st.decoder_convs = convs[s];
             }
         }
         net.block = self.block;
@@ -127,6 +145,12 @@ impl ZooConfig {
                 Precision::F16Mixed => "f16",
             }
         );
+        for (convs, tag) in [(&self.encoder_convs, "enc"), (&self.decoder_convs, "dec")] {
+            if let Some(c) = convs {
+                let list: Vec<String> = c.iter().map(usize::to_string).collect();
+                s.push_str(&format!(" {tag}{}", list.join("/")));
+            }
+        }
         for (on, tag) in [
             (self.checkpointing, "ckpt"),
             (self.deep_supervision, "DS"),
@@ -216,6 +240,22 @@ mod tests {
         assert_eq!(net.stages[0].kernel, [3, 3, 1]);
         assert!(net.deep_supervision);
         assert_eq!(zoo[0].summary(), "d3 f8 IN bf16 DS AdamW");
+    }
+
+    #[test]
+    fn per_stage_conv_counts_reach_the_network_and_must_cover_every_stage() {
+        let two = ONE.replace("deep_supervision = true", "encoder_convs = [1, 3, 2]\ndecoder_convs = [3, 1, 2]");
+        let zoo = parse_zoo(&two, "test").unwrap();
+        let net = zoo[0].network().unwrap();
+        let convs: Vec<(usize, usize)> = net.stages.iter().map(|s| (s.encoder_convs, s.decoder_convs)).collect();
+        assert_eq!(convs, [(1, 3), (3, 1), (2, 2)]);
+        assert_eq!(zoo[0].summary(), "d3 f8 IN bf16 enc1/3/2 dec3/1/2 AdamW");
+        let short = two.replace("encoder_convs = [1, 3, 2]", "encoder_convs = [1, 3]");
+        let e = parse_zoo(&short, "test").unwrap_err().to_string();
+        assert!(e.contains("zoo.a.encoder_convs") && e.contains("2 entries for 3 stages"), "{e}");
+        let zero = two.replace("encoder_convs = [1, 3, 2]", "encoder_convs = [1, 0, 2]");
+        let e = parse_zoo(&zero, "test").unwrap_err().to_string();
+        assert!(e.contains("network.stages[1].encoder_convs"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use voxplan_planner::zoo::{ZooConfig, ZooHalf, load_zoo};
-use voxplan_planner::{NormKind, OptimizerKind, Precision};
+use voxplan_planner::{BlockKind, NormKind, OptimizerKind, Precision};
 
 fn zoo(file: &str) -> Vec<ZooConfig> {
     load_zoo(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/zoo").join(file)).unwrap()
@@ -52,4 +52,34 @@ fn cuda_zoo_reaches_the_patches_users_train() {
     check_span(&z, 32, 160);
     assert!(z.iter().any(|c| c.patch == [128; 3] && c.features[0] >= 32));
     assert!(z.iter().any(|c| c.patch == [128, 128, 32]));
+}
+
+#[test]
+fn unusual_cpu_zoo_covers_the_corners_of_the_family() {
+    // configs/zoo/cpu-unusual.toml: shapes no other zoo uses, each network valid for its patch.
+    let z = zoo("cpu-unusual.toml");
+    assert!(z.len() >= 12, "{} configurations", z.len());
+    let nets: Vec<_> = z.iter().map(|c| c.network().unwrap()).collect();
+    let depths: HashSet<usize> = nets.iter().map(|n| n.stages.len()).collect();
+    assert!([1, 2, 7].iter().all(|d| depths.contains(d)), "{depths:?}");
+    let has = |f: &dyn Fn(&voxplan_planner::NetworkSpec) -> bool| nets.iter().any(f);
+    for convs in [1, 3] {
+        assert!(has(&|n| n.stages.iter().any(|s| s.encoder_convs == convs)), "encoder_convs {convs}");
+        assert!(has(&|n| n.stages.len() > 1 && n.stages[0].decoder_convs == convs), "decoder_convs {convs}");
+    }
+    assert!(has(&|n| n.block == BlockKind::Residual && n.stages.iter().all(|s| s.encoder_convs == 1)));
+    assert!(has(&|n| n.stages.iter().skip(1).any(|s| s.stride == [1, 1, 1])), "a late stage that keeps resolution");
+    assert!(has(&|n| n
+        .stages
+        .iter()
+        .any(|s| s.kernel.contains(&1) && s.stride.iter().zip(s.kernel).any(|(&st, k)| st == 2 && k == 1))));
+    for depth in [2, 5] {
+        assert!(has(&|n| n.deep_supervision && n.stages.len() == depth), "deep supervision at depth {depth}");
+    }
+    assert!(has(&|n| n.in_channels == 3));
+    assert!(has(&|n| n.num_classes == 2) && has(&|n| n.num_classes == 6));
+    assert!(z.iter().any(|c| c.norm == NormKind::Batch && c.batch >= 8), "BatchNorm at a batch it is kept at");
+    assert!(z.iter().any(|c| c.precision == Precision::F16Mixed));
+    assert!(z.iter().any(|c| c.patch == [32, 32, 8]), "an 8 × 32 × 32 (z, y, x) patch");
+    assert!(z.iter().flat_map(|c| c.patch).all(|e| e <= 32), "affordable on 2 cores");
 }
