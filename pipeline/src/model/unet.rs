@@ -55,7 +55,37 @@ impl<B: Backend> UNet<B> {
     }
 }
 
-/// Trainable scalars (weights, biases, norm affines; not BatchNorm running statistics).
+/// Trainable scalars (weights, biases, norm affines; not BatchNorm running statistics), what the planner
+/// counts as the network's parameters. burn's `num_params` also counts the running mean and variance, which
+/// get no gradient and no optimizer state.
 pub fn parameter_count<B: Backend>(model: &UNet<B>) -> usize {
-    model.num_params()
+    let mut count = TrainableCount::default();
+    model.visit(&mut count);
+    count.scalars
+}
+
+/// Sums the float parameters outside BatchNorm's running statistics; `path` is the visitor's field stack.
+#[derive(Default)]
+struct TrainableCount {
+    path: Vec<(String, String)>,
+    scalars: usize,
+}
+
+impl<B: Backend> ModuleVisitor<B> for TrainableCount {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let running_statistic = self.path.last().is_some_and(|(name, container)| {
+            container == "Struct:BatchNorm" && matches!(name.as_str(), "running_mean" | "running_var")
+        });
+        if !running_statistic {
+            self.scalars += param.val().shape().num_elements();
+        }
+    }
 }
