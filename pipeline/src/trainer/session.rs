@@ -508,7 +508,8 @@ max_validation_cases = 1
         assert_eq!(steps, vec![1, 2, 3, 4], "epoch 1 is not trained twice");
         let events: Vec<(&str, u64)> = records
             .iter()
-            .filter(|r| r["kind"] == "event")
+            // The recovery's own events; a memory_above_plan warning may come and go with the model's accuracy.
+            .filter(|r| r["kind"] == "event" && r["event"] != "memory_above_plan")
             .map(|r| (r["event"].as_str().unwrap(), r["step"].as_u64().unwrap()))
             .collect();
         assert_eq!(events, vec![("out_of_memory_replan", 2), ("resume", 2)]);

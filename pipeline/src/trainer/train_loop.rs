@@ -196,11 +196,16 @@ pub fn run<B: AutodiffBackend>(
             let over = mem.measured_peak_bytes as f64 > planned_step as f64 * cfg.memory_warning_factor;
             if over && !warned_memory {
                 warned_memory = true;
+                // Whether the over-run still fits says how urgent it is: the plan keeps a safety margin.
+                let in_use = mem.measured_peak_bytes + plan.fixed_overhead_bytes;
                 let detail = format!(
-                    "measured peak {} > planned {} (×{:.2})",
+                    "measured peak {} > planned {} (×{:.2}); with the fixed overhead {} of the {} budget{}",
                     voxplan_planner::format_bytes(mem.measured_peak_bytes),
                     voxplan_planner::format_bytes(planned_step),
-                    mem.measured_peak_bytes as f64 / planned_step.max(1) as f64
+                    mem.measured_peak_bytes as f64 / planned_step.max(1) as f64,
+                    voxplan_planner::format_bytes(in_use),
+                    voxplan_planner::format_bytes(plan.budget_bytes),
+                    if in_use > plan.budget_bytes { ", beyond it: eating into the safety margin" } else { "" }
                 );
                 progress.println(&format!("warning: {detail}"));
                 tracing::warn!("{detail}");
