@@ -113,6 +113,16 @@ impl MemoryMeter {
         Self::Heap { baseline: heap_live_bytes() }
     }
 
+    /// Whether the figure includes the patch loader's worker threads: the heap meter counts every
+    /// thread's allocations (on the CPU the loader shares the device's memory); CUDA's pools do not.
+    pub fn includes_loader(&self) -> bool {
+        match self {
+            Self::Heap { .. } => true,
+            #[cfg(feature = "cuda")]
+            Self::Cuda(_) => false,
+        }
+    }
+
     /// Marks the start of a step.
     pub fn begin_step(&mut self) {
         match self {

@@ -26,6 +26,10 @@ pub struct StepRecord {
     pub waited_for_data_s: f64,
     pub peak_memory_measured_bytes: u64,
     pub peak_memory_planned_bytes: u64,
+    /// CPU only: the patch loader's memory bound, which the heap meter's figure may hold up to (its
+    /// worker threads allocate from the same heap); the warning compares measured with planned + this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loader_bound_bytes: Option<u64>,
     /// CUDA only: device memory in use by everyone per the driver.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub driver_used_bytes: Option<u64>,

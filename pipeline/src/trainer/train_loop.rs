@@ -193,16 +193,21 @@ pub fn run<B: AutodiffBackend>(
             let rate = step_samples as f64 / elapsed.max(1e-9);
             epoch_loss += step_loss;
             let planned_step = plan.predicted_step_bytes();
-            let over = mem.measured_peak_bytes as f64 > planned_step as f64 * cfg.memory_warning_factor;
+            let loader_bound = meter.includes_loader().then(|| loader.memory_bound_bytes());
+            let comparable = planned_step + loader_bound.unwrap_or(0);
+            let over = mem.measured_peak_bytes as f64 > comparable as f64 * cfg.memory_warning_factor;
             if over && !warned_memory {
                 warned_memory = true;
                 // Whether the over-run still fits says how urgent it is: the plan keeps a safety margin.
                 let in_use = mem.measured_peak_bytes + plan.fixed_overhead_bytes;
                 let detail = format!(
-                    "measured peak {} > planned {} (×{:.2}); with the fixed overhead {} of the {} budget{}",
+                    "measured peak {} > planned {}{} (×{:.2}); with the fixed overhead {} of the {} budget{}",
                     voxplan_planner::format_bytes(mem.measured_peak_bytes),
                     voxplan_planner::format_bytes(planned_step),
-                    mem.measured_peak_bytes as f64 / planned_step.max(1) as f64,
+                    loader_bound
+                        .map(|b| format!(" + loader bound {}", voxplan_planner::format_bytes(b)))
+                        .unwrap_or_default(),
+                    mem.measured_peak_bytes as f64 / comparable.max(1) as f64,
                     voxplan_planner::format_bytes(in_use),
                     voxplan_planner::format_bytes(plan.budget_bytes),
                     if in_use > plan.budget_bytes { ", beyond it: eating into the safety margin" } else { "" }
@@ -227,6 +232,7 @@ pub fn run<B: AutodiffBackend>(
                 waited_for_data_s: (loader.waited() - waited_before).as_secs_f64(),
                 peak_memory_measured_bytes: mem.measured_peak_bytes,
                 peak_memory_planned_bytes: planned_step,
+                loader_bound_bytes: loader_bound,
                 driver_used_bytes: mem.driver_used_bytes,
                 skipped,
                 loss_scale: scaler.is_enabled().then_some(scaler.scale() as f64),
