@@ -31,8 +31,6 @@ import tempfile
 import nibabel as nib
 import numpy as np
 
-AFFINE_ATOL = 1e-4
-STAT_RTOL = 1e-5
 # Reasons voxplan may legitimately refuse a file nibabel loads (see docs/nifti.md).
 EXPECTED_REJECTIONS = ("unsupported for training",)
 
@@ -62,10 +60,17 @@ ODDITIES = {
 }
 
 
+def oddities():
+    """scripts/nifti_oddities.py as a module: its cases and its one nibabel-versus-voxplan comparison."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import nifti_oddities
+
+    return nifti_oddities
+
+
 def check_oddities(voxplan, d):
     """Writes the ODDITIES cases under `d` and yields (name, ok, detail)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import nifti_oddities as odd
+    odd = oddities()
 
     want = {name: status for status, names in ODDITIES.items() for name in names}
     found = {c.name: c for c in odd.cases() if c.name in want}
@@ -163,14 +168,6 @@ def nibabel_facts(path):
     return facts, None
 
 
-def close(a, b, scale):
-    if a is None or b is None:
-        return a is None and b is None
-    if np.isinf(a) or np.isinf(b):
-        return a == b
-    return abs(a - b) <= STAT_RTOL * max(1.0, scale)
-
-
 def check(voxplan, path):
     try:
         facts, why_not = nibabel_facts(path)
@@ -184,20 +181,7 @@ def check(voxplan, path):
     if run.returncode != 0:
         return "fail", f"voxplan failed: {run.stderr.strip()[:200]}"
     v = json.loads(run.stdout)
-    problems = []
-    if v["shape"] != facts["shape"]:
-        problems.append(f"shape {v['shape']} != {facts['shape']}")
-    if not np.allclose(np.array(v["affine"]), facts["affine"], atol=AFFINE_ATOL, rtol=1e-6):
-        problems.append(f"affine {v['affine']} != {facts['affine'].tolist()}")
-    scale = max(abs(facts["min"] or 0), abs(facts["max"] or 0), 1.0)
-    for k in ("min", "max", "mean"):
-        if not close(v[k], facts[k], scale):
-            problems.append(f"{k} {v[k]} != {facts[k]}")
-    n = max(1, int(np.prod(facts["shape"])))
-    if not close(v["sum"], facts["sum"], scale * n):
-        problems.append(f"sum {v['sum']} != {facts['sum']}")
-    if v["nan_count"] != facts["nan_count"]:
-        problems.append(f"nan_count {v['nan_count']} != {facts['nan_count']}")
+    problems = oddities().compare(facts, v)
     detail = f"{v['datatype']} {v['endianness']}-endian NIfTI-{v['nifti_version']} {v['shape']} {v['orientation']}"
     return ("fail", "; ".join(problems)) if problems else ("ok", detail)
 
