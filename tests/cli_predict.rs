@@ -44,6 +44,14 @@ fn assert_ok(out: &std::process::Output) {
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
+/// `voxplan predict` on the CPU with the checkpoint of `run`, `input` and `output`, plus `extra` flags.
+fn predict(run: &Path, input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
+    let (run, input, output) = (run.to_str().unwrap(), input.to_str().unwrap(), output.to_str().unwrap());
+    let mut args = vec!["predict", "--checkpoint", run, "--input", input, "--output", output, "--device", "cpu"];
+    args.extend_from_slice(extra);
+    voxplan(&args)
+}
+
 fn train_tiny(dir: &Path) -> std::path::PathBuf {
     let config = dir.join("tiny.toml");
     std::fs::write(&config, TINY_EXPERIMENT).unwrap();
@@ -77,18 +85,7 @@ fn predicts_labels_and_probabilities_on_the_input_grid() {
     write_volume(&input, &volume, DataType::F32).unwrap();
     let output = tmp.path().join("out");
 
-    let out = voxplan(&[
-        "predict",
-        "--checkpoint",
-        run.to_str().unwrap(),
-        "--input",
-        inputs.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--probabilities",
-        "--device",
-        "cpu",
-    ]);
+    let out = predict(&run, &inputs, &output, &["--probabilities"]);
     assert_ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("windows") && stdout.contains("per pass"), "{stdout}");
@@ -127,17 +124,7 @@ fn wrong_channel_count_empty_input_and_non_finite_voxels_are_errors() {
     let run = train_tiny(tmp.path());
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let out = voxplan(&[
-        "predict",
-        "--checkpoint",
-        run.to_str().unwrap(),
-        "--input",
-        empty.to_str().unwrap(),
-        "--output",
-        tmp.path().join("o").to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let out = predict(&run, &empty, &tmp.path().join("o"), &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no .nii"), "{}", String::from_utf8_lossy(&out.stderr));
 
@@ -145,17 +132,7 @@ fn wrong_channel_count_empty_input_and_non_finite_voxels_are_errors() {
     let (volume, _) = generate(&spec, 0);
     let two = tmp.path().join("two.nii");
     write_volume(&two, &volume, DataType::F32).unwrap();
-    let out = voxplan(&[
-        "predict",
-        "--checkpoint",
-        run.to_str().unwrap(),
-        "--input",
-        two.to_str().unwrap(),
-        "--output",
-        tmp.path().join("o").to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let out = predict(&run, &two, &tmp.path().join("o"), &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("2 channels") && err.contains("two.nii"), "{err}");
@@ -167,17 +144,7 @@ fn wrong_channel_count_empty_input_and_non_finite_voxels_are_errors() {
     let nan = tmp.path().join("nan.nii");
     write_volume(&nan, &volume, DataType::F32).unwrap();
     let out_dir = tmp.path().join("nan-out");
-    let out = voxplan(&[
-        "predict",
-        "--checkpoint",
-        run.to_str().unwrap(),
-        "--input",
-        nan.to_str().unwrap(),
-        "--output",
-        out_dir.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let out = predict(&run, &nan, &out_dir, &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nan.nii") && err.contains("2 of 4096 voxels are NaN or infinite"), "{err}");
