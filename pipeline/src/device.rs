@@ -8,6 +8,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use voxplan_planner::cpu_host::{L2_ENV, THREADS_ENV};
+use voxplan_planner::{CpuHost, DeviceProfile, DeviceSelector, device_profile_with_cpu};
+
 use crate::error::PipelineError;
 
 /// What the user asked for: `--device cpu|cuda:N|auto`.
@@ -62,10 +65,34 @@ pub enum ComputeDevice {
 impl fmt::Display for ComputeDevice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Cpu => write!(f, "cpu (burn flex, {} threads)", voxplan_planner::device::compute_threads()),
+            Self::Cpu => write!(f, "cpu (burn flex, {} threads)", rayon::current_num_threads()),
             Self::Cuda(i) => write!(f, "cuda:{i}"),
         }
     }
+}
+
+/// The CPU as this process computes on it: gemm's L2 share, and the threads of rayon's global pool that flex
+/// runs every kernel on, as many as the pool really has (`RAYON_NUM_THREADS`, the core count, or a pool a
+/// test built), so that the plan and the memory it is compared with count the same threads.
+pub fn this_process_cpu() -> CpuHost {
+    CpuHost { compute_threads: rayon::current_num_threads(), ..CpuHost::this_machine() }
+}
+
+/// The device profile a run (`train`, `predict`) plans with: a CPU as this process computes on it, never as
+/// `VOXPLAN_CPU_L2` / `VOXPLAN_CPU_THREADS` state one for `voxplan plan`, since gemm and rayon size their
+/// buffers from the machine and the trainer measures them; the log says so when a statement is set.
+pub fn run_profile(selector: &DeviceSelector) -> Result<DeviceProfile, PipelineError> {
+    let cpu = this_process_cpu();
+    let profile = device_profile_with_cpu(selector, cpu)?;
+    let stated: Vec<&str> = [L2_ENV, THREADS_ENV].into_iter().filter(|v| std::env::var_os(v).is_some()).collect();
+    if *selector == DeviceSelector::Cpu && !stated.is_empty() {
+        tracing::warn!(
+            "{} state a CPU for `voxplan plan`; this run plans for the CPU it runs on: {}",
+            stated.join(" and "),
+            cpu.describe()
+        );
+    }
+    Ok(profile)
 }
 
 /// Resolves a request to a working device. `auto` never fails; an explicit `cuda:N` that does not work is

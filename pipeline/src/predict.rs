@@ -13,7 +13,7 @@ use std::time::Instant;
 use burn::backend::Flex;
 use burn::backend::flex::FlexDevice;
 use burn::tensor::backend::Backend;
-use voxplan_planner::{DeviceSelector, device_profile, plan_inference};
+use voxplan_planner::{DeviceSelector, plan_inference};
 use voxplan_volumes::nifti::{DataType, read_volume, write_labels, write_volume};
 use voxplan_volumes::{Labels, Volume};
 
@@ -112,7 +112,7 @@ fn predict_on<B: Backend>(
     let classes = plan.network.num_classes;
     let model: UNet<B> = UNetConfig::new(plan.network.clone(), plan.precision).init(device);
     let model = checkpoint::load_model(model, dir, device)?;
-    let profile = device_profile(&selector)?;
+    let profile = device::run_profile(&selector)?;
     let preprocessing = &state.preprocessing;
     let mut out = Vec::with_capacity(inputs.len());
     for input in inputs {

@@ -55,6 +55,10 @@ pub struct ProbeRequest {
     pub device: String,
     pub warmup_steps: usize,
     pub measured_steps: usize,
+    /// CPU: the child's rayon threads (`RAYON_NUM_THREADS`); unset, it inherits this process's environment.
+    /// Tests pin it so that what they measure is the same configuration on any host.
+    #[serde(default)]
+    pub compute_threads: Option<usize>,
 }
 
 impl ProbeRequest {
@@ -63,7 +67,13 @@ impl ProbeRequest {
             ComputeDevice::Cpu => "cpu".to_string(),
             ComputeDevice::Cuda(i) => format!("cuda:{i}"),
         };
-        Self { config, device, warmup_steps: DEFAULT_WARMUP_STEPS, measured_steps: DEFAULT_MEASURED_STEPS }
+        Self {
+            config,
+            device,
+            warmup_steps: DEFAULT_WARMUP_STEPS,
+            measured_steps: DEFAULT_MEASURED_STEPS,
+            compute_threads: None,
+        }
     }
 }
 
@@ -216,7 +226,11 @@ pub const PROBE_SUBCOMMAND: &str = "probe-step";
 /// Runs `req` in a fresh process of `exe` (the `voxplan` binary) and returns its measurement.
 pub fn probe_in_child(exe: &Path, req: &ProbeRequest) -> Result<MeasuredStep, PipelineError> {
     let io = |source: std::io::Error| PipelineError::Io { path: exe.to_path_buf(), source };
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    if let Some(threads) = req.compute_threads {
+        command.env("RAYON_NUM_THREADS", threads.to_string());
+    }
+    let mut child = command
         .arg(PROBE_SUBCOMMAND)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cpu_cache::l2_cache_bytes_per_core;
+use crate::cpu_host::CpuHost;
 use crate::error::PlanError;
 
 const BACKENDS_TOML: &str = include_str!("../../configs/devices/backends.toml");
@@ -208,9 +208,10 @@ pub fn backend_model(kind: BackendKind) -> Result<BackendModel, PlanError> {
 }
 
 /// The embedded constants for this machine (per-thread scratch folded in, as [`device_profile`] does), what
-/// `voxplan calibrate` simulates its samples with, so that the predictions it prints are the planner's.
+/// `voxplan calibrate` simulates its samples with, so that the predictions it prints are the planner's for
+/// the machine the samples are measured on.
 pub fn embedded_backend_model_for_this_machine(kind: BackendKind) -> Result<BackendModel, PlanError> {
-    Ok(on_this_machine(embedded_backend_model(kind)?))
+    Ok(for_host(embedded_backend_model(kind)?, &CpuHost::this_machine()))
 }
 
 /// The constants compiled in from `configs/devices/backends.toml`.
@@ -249,6 +250,9 @@ pub struct DeviceProfile {
     pub backend: BackendModel,
     /// Where the figures come from ("sysinfo", "NVML", "gpus.toml").
     pub source: String,
+    /// The CPU's facts the flex backend's figures were folded with ([`for_host`]); none for a GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuHost>,
 }
 
 /// What `--device` / `--gpu` asked for.
@@ -311,16 +315,29 @@ pub fn known_gpus() -> Result<Vec<String>, PlanError> {
     Ok(gpu_table()?.into_iter().map(|g| g.name).collect())
 }
 
-/// Profiles the selected device.
+/// Profiles the selected device for a plan: a CPU is this machine with any figure that
+/// `VOXPLAN_CPU_L2` / `VOXPLAN_CPU_THREADS` state in its place ([`CpuHost::planned_for`]).
 pub fn device_profile(device: &DeviceSelector) -> Result<DeviceProfile, PlanError> {
+    let cpu = match device {
+        DeviceSelector::Cpu => CpuHost::planned_for()?,
+        _ => CpuHost::this_machine(),
+    };
+    device_profile_with_cpu(device, cpu)
+}
+
+/// Profiles the selected device, a CPU with the facts `cpu` gives (ignored for GPUs). A process that runs
+/// the step it plans (`train`, `predict`) or compares a plan with steps measured here passes this machine's
+/// facts ([`CpuHost::this_machine`], or the pool it computes on), never a stated CPU: gemm and rayon size
+/// their buffers from the machine.
+pub fn device_profile_with_cpu(device: &DeviceSelector, cpu: CpuHost) -> Result<DeviceProfile, PlanError> {
     match device {
-        DeviceSelector::Cpu => cpu_profile(),
+        DeviceSelector::Cpu => cpu_profile(cpu),
         DeviceSelector::Cuda(index) => cuda_profile(*index),
         DeviceSelector::Gpu(name) => table_profile(name),
     }
 }
 
-fn cpu_profile() -> Result<DeviceProfile, PlanError> {
+fn cpu_profile(cpu: CpuHost) -> Result<DeviceProfile, PlanError> {
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
     let total = sys.total_memory();
@@ -335,24 +352,15 @@ fn cpu_profile() -> Result<DeviceProfile, PlanError> {
         // flex computes bf16/f16 but not faster than f32 (burn-0.21.md §5: 0.18 s vs 0.20 s), so auto stays f32.
         bf16: false,
         fp16_fast: false,
-        backend: on_this_machine(backend_model(BackendKind::Flex)?),
-        source: "sysinfo (available RAM)".into(),
+        backend: for_host(backend_model(BackendKind::Flex)?, &cpu),
+        source: format!("sysinfo (available RAM); {}", cpu.describe()),
+        cpu: Some(cpu),
     })
 }
 
-/// Threads the CPU backend computes on: burn flex runs on rayon's global pool, which takes
-/// `RAYON_NUM_THREADS` when set to a positive number and the logical core count otherwise.
-pub fn compute_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// [`for_machine`] with this process's compute threads and this CPU's L2 size.
-pub fn on_this_machine(backend: BackendModel) -> BackendModel {
-    for_machine(backend, compute_threads(), l2_cache_bytes_per_core())
+/// [`for_machine`] with the compute threads and L2 share of `cpu`.
+pub fn for_host(backend: BackendModel, cpu: &CpuHost) -> BackendModel {
+    for_machine(backend, cpu.compute_threads, cpu.l2_bytes_per_core)
 }
 
 /// `backend` on a machine with `threads` compute threads and `l2_bytes` of L2 cache per core: the
@@ -394,6 +402,7 @@ fn cuda_profile(index: usize) -> Result<DeviceProfile, PlanError> {
         fp16_fast: cc.major >= 7,
         backend: backend_model(BackendKind::Cuda)?,
         source: "NVML (free memory)".into(),
+        cpu: None,
     })
 }
 
@@ -414,6 +423,7 @@ fn table_profile(name: &str) -> Result<DeviceProfile, PlanError> {
         fp16_fast: g.fp16_fast,
         backend: backend_model(BackendKind::Cuda)?,
         source: "configs/devices/gpus.toml (a whole idle card)".into(),
+        cpu: None,
     })
 }
 
@@ -436,8 +446,15 @@ mod tests {
         assert!(matches!(eight.conv_workspace, ConvWorkspace::Tiled { tiles_in_flight: 8, .. }));
         // Folding a folded model again adds nothing: a profile cannot count the threads twice.
         assert_eq!(for_machine(eight.clone(), 8, MIB), eight);
-        let cpu = device_profile(&DeviceSelector::Cpu).unwrap();
-        assert_eq!(cpu.backend, on_this_machine(flex));
+        let here = CpuHost::this_machine();
+        let cpu = device_profile_with_cpu(&DeviceSelector::Cpu, here).unwrap();
+        assert_eq!(cpu.backend, for_host(flex.clone(), &here));
+        assert_eq!(cpu.cpu, Some(here));
+        // A stated CPU is folded in the same way, and the profile says which CPU it is for.
+        let stated = CpuHost::stated(Some("2MiB"), Some("16")).unwrap();
+        let planned = device_profile_with_cpu(&DeviceSelector::Cpu, stated).unwrap();
+        assert_eq!(planned.backend, for_machine(flex, 16, 2 * MIB));
+        assert!(planned.source.contains("16 compute threads, L2 2.0 MiB per core; stated by"), "{}", planned.source);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! - [`spec`], [`settings`], [`plan`]: the contracts (network, `[plan]` section, the trainer's plan).
 //! - [`rules`]: every constant the planner rests on, with its reason.
-//! - [`device`]: devices and backend constants ([`cpu_cache`]: the L2 size flex's GEMM scratch follows);
+//! - [`device`]: devices and backend constants ([`cpu_host`]: the CPU a plan is for, this one or one the
+//!   environment states; [`cpu_cache`]: the L2 size flex's GEMM scratch follows);
 //!   [`units`]: `--budget` sizes.
 //! - [`graph`] → [`timeline`]: the network unrolled into ops and the liveness simulation of one step,
 //!   under the [`allocator`] model of the device.
@@ -18,6 +19,7 @@ mod allocator;
 pub mod autoconfig;
 pub mod calibration;
 pub mod cpu_cache;
+pub mod cpu_host;
 pub mod device;
 pub mod error;
 mod graph;
@@ -34,7 +36,10 @@ pub mod units;
 pub mod zoo;
 
 pub use autoconfig::auto_configure;
-pub use device::{BackendKind, BackendModel, DeviceKind, DeviceProfile, DeviceSelector, device_profile};
+pub use cpu_host::CpuHost;
+pub use device::{
+    BackendKind, BackendModel, DeviceKind, DeviceProfile, DeviceSelector, device_profile, device_profile_with_cpu,
+};
 pub use error::PlanError;
 pub use graph::LossKind;
 pub use inference::{InferencePlan, plan_inference};

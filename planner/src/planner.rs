@@ -372,6 +372,7 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport, PlanError> {
             bf16: d.bf16,
             fp16_fast: d.fp16_fast,
             source: d.source.clone(),
+            cpu: d.cpu,
         },
         budget: BudgetSummary {
             source: budget_source.into(),

@@ -22,6 +22,10 @@ pub struct DeviceSummary {
     pub fp16_fast: bool,
     /// Where the memory figures come from.
     pub source: String,
+    /// A CPU's L2 share and compute threads the plan was made for, and whether each was read from this
+    /// machine or stated (`VOXPLAN_CPU_L2`, `VOXPLAN_CPU_THREADS`); absent for GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<crate::cpu_host::CpuHost>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -151,6 +151,12 @@ fn json_schema_is_stable() {
         "activation_bytes,allocator_slack_bytes,batch_bytes,fixed_bytes,model_state_bytes,temporary_bytes,workspace_bytes"
     );
     assert_eq!(v["schema_version"], 1);
+    // A CPU plan also says which CPU it is for: its L2 share and compute threads, and where each came from.
+    let cpu = plan(&request(unet(&[8, 16], NormKind::Instance), [16; 3], "cpu", None)).unwrap();
+    let c: serde_json::Value = serde_json::from_str(&render(&cpu, ReportFormat::Json)).unwrap();
+    assert_eq!(keys(&c["device"]), "backend,bf16,cpu,fp16_fast,free_bytes,kind,name,source,total_bytes");
+    assert_eq!(keys(&c["device"]["cpu"]), "compute_threads,l2_bytes_per_core,l2_source,threads_source");
+    assert!(["this_machine", "stated"].contains(&c["device"]["cpu"]["l2_source"].as_str().unwrap()), "{c}");
     // The other renderers carry the same facts.
     let html = render(&r, ReportFormat::Html);
     assert!(html.contains("<svg") && html.contains("Decisions"));

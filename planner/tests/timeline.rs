@@ -24,6 +24,7 @@ fn exact_cpu() -> DeviceProfile {
         fp16_fast: false,
         backend,
         source: "test".into(),
+        cpu: None,
     }
 }
 

@@ -11,7 +11,7 @@ use voxplan_planner::accuracy::{Comparison, compare, predict};
 use voxplan_planner::accuracy_report::{markdown, text_header, text_row, text_summary};
 use voxplan_planner::device::load_profile;
 use voxplan_planner::zoo::{CPU_ZOO_TOML, CUDA_ZOO_TOML, ZooConfig, load_zoo, parse_zoo, select};
-use voxplan_planner::{DeviceProfile, DeviceSelector, device_profile};
+use voxplan_planner::{CpuHost, DeviceProfile, DeviceSelector, device_profile_with_cpu};
 
 /// What both zoo commands (`bench planner`, `calibrate`) take: which steps to run and how.
 #[derive(clap::Args)]
@@ -147,7 +147,9 @@ pub fn planning_profile(compute: ComputeDevice, profile: Option<&std::path::Path
         ComputeDevice::Cpu => DeviceSelector::Cpu,
         ComputeDevice::Cuda(i) => DeviceSelector::Cuda(i),
     };
-    let mut device = device_profile(&selector)?;
+    // Predictions are compared with steps measured in child processes here: this machine as it is (their
+    // rayon pools follow the same rule), not a CPU stated for `voxplan plan`.
+    let mut device = device_profile_with_cpu(&selector, CpuHost::this_machine())?;
     if let Some(path) = profile {
         let file = load_profile(path)?;
         anyhow::ensure!(

@@ -9,8 +9,7 @@ use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::flex::FlexDevice;
 use burn::backend::{Autodiff, Flex};
 use voxplan_planner::{
-    DeviceProfile, DeviceSelector, PlanRequest, ReportFormat, TrainingPlan, device_profile, plan, plan_inference,
-    render,
+    DeviceProfile, DeviceSelector, PlanRequest, ReportFormat, TrainingPlan, plan, plan_inference, render,
 };
 use voxplan_volumes::preprocess::Preprocessing;
 use voxplan_volumes::source::{PreprocessedSource, open_raw_source};
@@ -91,7 +90,7 @@ fn train_with(
         ComputeDevice::Cpu => DeviceSelector::Cpu,
         ComputeDevice::Cuda(i) => DeviceSelector::Cuda(i),
     };
-    let profile = device_profile(&selector)?;
+    let profile = device::run_profile(&selector)?;
     let mut resume_from = options.resume.as_deref().map(checkpoint::resolve_resume_dir).transpose()?;
     let mut training_plan = match &resume_from {
         Some(dir) => checkpoint::load_state(dir)?.plan,
@@ -407,7 +406,7 @@ max_validation_cases = 1
         let report = plan(&PlanRequest {
             network: exp.network.clone(),
             settings: exp.plan.clone(),
-            device: device_profile(&DeviceSelector::Cpu)?,
+            device: device::run_profile(&DeviceSelector::Cpu)?,
             budget_bytes: budget,
             median_shape: Some([64, 64, 64]),
         })?;

@@ -7,6 +7,9 @@ use std::path::Path;
 
 use voxplan_pipeline::{DeviceRequest, Experiment, TrainOptions};
 
+/// Compute threads of the tests that train in this process: the project's machines have 2.
+pub const TEST_THREADS: usize = 2;
+
 /// A two-stage U-Net on 16³ patches of small in-memory phantoms, `epochs` × 3 steps; `plan_extra` and
 /// `train_extra` are TOML lines appended to `[plan]` and `[train]`, `data` replaces the `[data]` body.
 pub fn tiny_experiment(epochs: usize, plan_extra: &str, train_extra: &str, data: Option<&str>) -> Experiment {
@@ -107,7 +110,16 @@ pub fn max_weight_difference(a: &Path, b: &Path) -> f32 {
 /// burn-flex seeds one process-wide RNG (`Backend::seed` → a static `FlexRng`), so trainings on parallel
 /// test threads draw each other's initial weights. Tests whose runs are compared, and every test that trains
 /// beside them in the same binary, hold this lock while they train.
+///
+/// The first call also pins rayon's global pool, which flex computes on and the trainer plans for, to
+/// [`TEST_THREADS`]: the memory these tests compare is then the same step on any host (every thread holds
+/// gemm's L2 slab and a conv gather buffer). Should the pool already exist, the trainer still plans for its
+/// real size, so plan and measurement agree either way.
 pub fn one_training_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static PIN: std::sync::Once = std::sync::Once::new();
+    PIN.call_once(|| {
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(TEST_THREADS).build_global();
+    });
     LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
