@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::voxplan_text as voxplan;
+use common::voxplan_measuring as voxplan;
 
 /// Three calibration entries that vary activations and workspace independently, and one hold-out entry.
 const TINY_ZOO: &str = r#"

@@ -96,10 +96,65 @@ fn an_on_disk_dataset_is_planned_from_its_median_shape_read_from_headers() {
     let (ok, out, err) = voxplan(&["plan", "--config", &config, "--mode", "inference"]);
     assert!(ok, "{err}");
     assert!(out.contains("volume           [40, 40, 24]"), "the inference plan covers the median case: {out}");
-    // A budget that cannot hold 32³ at batch 1 shrinks the axis with the largest patch/median ratio: z.
-    let (ok, out, err) = voxplan(&["plan", "--config", &config, "--budget", "96MiB", "--format", "json"]);
+    // Just below the smallest budget that still plans the whole 32³ patch (found from the plans themselves,
+    // so the test holds whatever the host's cache and thread count make a step cost), the planner shrinks the
+    // axis with the largest patch/median ratio: z.
+    let plan_at = |budget: u64| -> [u64; 3] {
+        let (ok, out, err) =
+            voxplan(&["plan", "--config", &config, "--budget", &budget.to_string(), "--format", "json"]);
+        if !ok {
+            assert!(err.contains("nothing fits"), "{err}");
+            return [0; 3];
+        }
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let patch = v["training"]["patch_size"].as_array().unwrap();
+        [0, 1, 2].map(|i| patch[i].as_u64().unwrap())
+    };
+    let whole = |budget| plan_at(budget) == [32, 32, 32];
+    let (mut lo, mut hi) = (1u64 << 20, 1u64 << 40);
+    assert!(whole(hi) && !whole(lo));
+    while hi - lo > hi / 200 {
+        let mid = lo + (hi - lo) / 2;
+        if whole(mid) { hi = mid } else { lo = mid }
+    }
+    let patch = plan_at(lo);
+    assert!(patch[2] < 32 && patch[2] > 0 && patch[0] == 32 && patch[1] == 32, "shrinks z first at {lo} B: {patch:?}");
+}
+
+/// `voxplan plan` for a CPU other than this one: the stated L2 share and thread count replace the machine's,
+/// the report says so, and the step grows with the threads (each holds gemm's slab and a conv gather).
+#[test]
+fn a_stated_cpu_is_planned_for_and_named_and_a_bad_statement_is_an_error() {
+    let plan_json = |env: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_voxplan"));
+        command.args(["plan", "--format", "json"]).env_remove("VOXPLAN_CPU_L2").env_remove("VOXPLAN_CPU_THREADS");
+        let out = command.envs(env.iter().copied()).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let peak = |text: &str| -> (u64, serde_json::Value) {
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        (v["training"]["predicted_peak_bytes"].as_u64().unwrap(), v["device"]["cpu"].clone())
+    };
+    let (ok, small, err) = plan_json(&[("VOXPLAN_CPU_L2", "1MiB"), ("VOXPLAN_CPU_THREADS", "2")]);
     assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let patch: Vec<u64> = v["training"]["patch_size"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
-    assert!(patch[2] < 32 && patch[0] == 32 && patch[1] == 32, "shrinks z first: {patch:?}");
+    let (ok, large, err) = plan_json(&[("VOXPLAN_CPU_L2", "2MiB"), ("VOXPLAN_CPU_THREADS", "16")]);
+    assert!(ok, "{err}");
+    let ((small, small_cpu), (large, large_cpu)) = (peak(&small), peak(&large));
+    assert_eq!(small_cpu["l2_bytes_per_core"], 1 << 20);
+    assert_eq!(large_cpu["compute_threads"], 16);
+    assert_eq!(
+        (large_cpu["l2_source"].as_str(), large_cpu["threads_source"].as_str()),
+        (Some("stated"), Some("stated"))
+    );
+    // gemm's slabs alone: 16 × 2 MiB instead of 2 × 1 MiB; 14 more conv gathers in flight come on top.
+    let slabs = (16 * 2 - 2) << 20;
+    assert!(large >= small + slabs, "{small} → {large}");
+    let (ok, _, err) = plan_json(&[("VOXPLAN_CPU_THREADS", "zero")]);
+    assert!(!ok && err.contains("VOXPLAN_CPU_THREADS") && err.contains("zero"), "{err}");
+    let (ok, _, err) = plan_json(&[("VOXPLAN_CPU_L2", "big")]);
+    assert!(!ok && err.contains("VOXPLAN_CPU_L2"), "{err}");
 }
