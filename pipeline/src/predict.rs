@@ -14,8 +14,11 @@ use burn::backend::Flex;
 use burn::backend::flex::FlexDevice;
 use burn::tensor::backend::Backend;
 use voxplan_planner::{DeviceSelector, plan_inference};
-use voxplan_volumes::nifti::{DataType, read_volume, write_labels, write_volume};
-use voxplan_volumes::{Labels, Volume};
+use voxplan_volumes::nifti::{
+    AxisCodes, DataType, Reorientation, XformCodes, read_header, read_volume, write_labels_with_codes,
+    write_volume_with_codes,
+};
+use voxplan_volumes::{LabelSpace, Labels, Volume};
 
 use crate::device::{self, ComputeDevice, DeviceRequest};
 use crate::error::PipelineError;
@@ -23,8 +26,8 @@ use crate::model::{UNet, UNetConfig};
 use crate::sliding_window::predict_volume;
 use crate::trainer::checkpoint::{self, TrainState};
 
-/// Largest class count a `uint8` label file holds; more classes are written as `int16`.
-const U8_MAX_CLASSES: usize = 256;
+/// Suffix of the sidecar that names a probabilities file's channels.
+const CHANNELS_SIDECAR_SUFFIX: &str = ".json";
 
 #[derive(Debug, Clone)]
 pub struct PredictOptions {
@@ -110,6 +113,7 @@ fn predict_on<B: Backend>(
 ) -> Result<Vec<PredictedFile>, PipelineError> {
     let plan = &state.plan;
     let classes = plan.network.num_classes;
+    let label_space = state.label_space();
     let model: UNet<B> = UNetConfig::new(plan.network.clone(), plan.precision).init(device);
     let model = checkpoint::load_model(model, dir, device)?;
     let profile = device::run_profile(&selector)?;
@@ -117,9 +121,27 @@ fn predict_on<B: Backend>(
     let mut out = Vec::with_capacity(inputs.len());
     for input in inputs {
         let started = Instant::now();
+        // The output declares the input's qform/sform codes as well as its affine, so a viewer places both
+        // in the same space.
+        let codes = XformCodes::of(&read_header(input)?);
         let raw: Volume = read_volume(input)?;
         let (shape, affine) = (raw.shape, raw.affine);
-        let volume = network_input(state, raw, input)?;
+        // The network saw every case in one orientation; an input whose axes point other ways is brought to
+        // it (axes permuted and flipped, never interpolated) and the outputs taken back.
+        let to_trained = preprocessing.orientation.and_then(|target| Reorientation::to(&affine, shape, target));
+        if let (Some(_), Some(target)) = (&to_trained, preprocessing.orientation) {
+            tracing::info!(
+                "{}: {} reoriented to {target} for the network and back",
+                input.display(),
+                AxisCodes::of(&affine)
+            );
+        }
+        let oriented = match &to_trained {
+            Some(r) => r.apply_volume(&raw),
+            None => raw,
+        };
+        let (oriented_shape, oriented_affine) = (oriented.shape, oriented.affine);
+        let volume = network_input(state, oriented, input)?;
         let inference = plan_inference(
             &plan.network,
             plan.patch_size,
@@ -129,16 +151,26 @@ fn predict_on<B: Backend>(
             options.budget_bytes,
         )?;
         let probs = predict_volume(&model, &volume, plan.patch_size, classes, inference.windows_per_pass, device)?;
-        let labels: Labels = preprocessing.restore_labels(probs.argmax(volume.affine), shape, affine);
+        let on_input_grid = preprocessing.restore_labels(probs.argmax(volume.affine), oriented_shape, oriented_affine);
+        let mut labels = match &to_trained {
+            Some(r) => Labels { affine, ..r.inverse().apply_labels(&on_input_grid) },
+            None => on_input_grid,
+        };
+        label_space.decode_in_place(&mut labels.data);
         let name = file_name(input);
         let labels_path = options.output.join(&name);
-        let dtype = if classes <= U8_MAX_CLASSES { DataType::U8 } else { DataType::I16 };
-        write_labels(&labels_path, &labels, dtype)?;
+        write_labels_with_codes(&labels_path, &labels, label_datatype(&label_space), codes)?;
         let probabilities = if options.probabilities {
             let path = options.output.join(probabilities_name(&name));
             let on_network_grid =
                 Volume { data: probs.data.clone(), shape: probs.shape, channels: classes, affine: volume.affine };
-            write_volume(&path, &preprocessing.restore_volume(on_network_grid, shape, affine), DataType::F32)?;
+            let restored = preprocessing.restore_volume(on_network_grid, oriented_shape, oriented_affine);
+            let restored = match &to_trained {
+                Some(r) => Volume { affine, ..r.inverse().apply_volume(&restored) },
+                None => restored,
+            };
+            write_volume_with_codes(&path, &restored, DataType::F32, codes)?;
+            write_channel_names(&path, &label_space)?;
             Some(path)
         } else {
             None
@@ -226,6 +258,38 @@ fn file_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "prediction.nii.gz".into())
 }
 
+/// The smallest NIfTI type that holds every declared value: `uint8` for values up to 255 (most masks),
+/// `int16` up to 32767 (what most tools expect of larger atlases), `uint16` beyond.
+fn label_datatype(labels: &LabelSpace) -> DataType {
+    match labels.max_value() {
+        0..=255 => DataType::U8,
+        256..=32767 => DataType::I16,
+        _ => DataType::U16,
+    }
+}
+
+/// Writes `<probabilities>.json` beside a probabilities file: its channels in order, each with the label
+/// value and name it stands for (a 4-D NIfTI has no place for channel names).
+fn write_channel_names(probabilities: &Path, labels: &LabelSpace) -> Result<(), PipelineError> {
+    let channels: Vec<serde_json::Value> = labels
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| serde_json::json!({ "channel": i, "value": c.value, "name": c.name }))
+        .collect();
+    let text = serde_json::json!({ "file": file_name(probabilities), "channels": channels });
+    let path = channel_names_path(probabilities);
+    let pretty = serde_json::to_string_pretty(&text).unwrap_or_else(|_| text.to_string());
+    std::fs::write(&path, pretty).map_err(|source| PipelineError::Io { path, source })
+}
+
+/// `case_probabilities.nii.gz` → `case_probabilities.json`.
+pub fn channel_names_path(probabilities: &Path) -> PathBuf {
+    let name = file_name(probabilities);
+    let stem = name.strip_suffix(".nii.gz").or_else(|| name.strip_suffix(".nii")).unwrap_or(&name);
+    probabilities.with_file_name(format!("{stem}{CHANNELS_SIDECAR_SUFFIX}"))
+}
+
 /// `case.nii.gz` → `case_probabilities.nii.gz`.
 fn probabilities_name(name: &str) -> String {
     for ext in [".nii.gz", ".nii"] {
@@ -244,5 +308,17 @@ mod tests {
     fn probabilities_file_keeps_the_extension() {
         assert_eq!(probabilities_name("a.nii.gz"), "a_probabilities.nii.gz");
         assert_eq!(probabilities_name("b.nii"), "b_probabilities.nii");
+        assert_eq!(channel_names_path(Path::new("out/a_probabilities.nii.gz")), Path::new("out/a_probabilities.json"));
+    }
+
+    #[test]
+    fn label_files_hold_the_largest_declared_value() {
+        use voxplan_volumes::LabelSource;
+        let space = |max: u16| {
+            LabelSpace::new([(0, "bg".into()), (max, "x".into())], LabelSource::Experiment, Path::new("t")).unwrap()
+        };
+        assert_eq!(label_datatype(&space(255)), DataType::U8);
+        assert_eq!(label_datatype(&space(256)), DataType::I16);
+        assert_eq!(label_datatype(&space(40000)), DataType::U16);
     }
 }

@@ -80,7 +80,9 @@ fn the_metrics_file_has_every_named_field() {
     let validation: Vec<_> = records.iter().filter(|r| r["kind"] == "validation").collect();
     assert_eq!(validation.len(), 1);
     assert!(validation[0]["dice"].as_f64().is_some_and(|d| (0.0..=1.0).contains(&d)));
-    assert_eq!(validation[0]["dice_per_class"].as_array().map(Vec::len), Some(2), "one Dice per foreground class");
+    // One Dice per foreground class, keyed by the class's name (the phantoms' shapes).
+    let per_class = validation[0]["dice_per_class"].as_object().expect("an object keyed by label name");
+    assert_eq!(per_class.keys().collect::<Vec<_>>(), ["ellipsoid_1", "tube_2"], "{per_class:?}");
 }
 
 #[test]

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use voxplan_pipeline::Experiment;
+use voxplan_pipeline::label_report::label_decision;
 use voxplan_planner::{
     DeviceSelector, PlanRequest, ReportFormat, device_profile, format_bytes, parse_budget, plan, plan_inference, render,
 };
@@ -66,7 +67,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         budget_bytes: budget,
         median_shape,
     };
-    let report = plan(&req).with_context(|| format!("planning experiment {:?}", exp.name))?;
+    // The dataset's classes must be the network's outputs; the report says which value trains as which.
+    let labels = source.label_space();
+    labels.check_class_count(exp.network.num_classes)?;
+    let mut report = plan(&req).with_context(|| format!("planning experiment {:?}", exp.name))?;
+    report.decisions.push(label_decision(&labels));
     match args.mode {
         Mode::Train => {
             let format = match args.format {

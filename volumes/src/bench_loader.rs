@@ -50,6 +50,8 @@ fn msd_config(dir: &Path) -> DataConfig {
         folds: None,
         fold: 0,
         split_seed: 0,
+        labels: None,
+        orientation: Default::default(),
     }
 }
 

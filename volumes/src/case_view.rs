@@ -184,7 +184,8 @@ mod tests {
     fn normalised_view_of_raw_patches_equals_normalising_the_whole_volume_first() {
         let spec = PhantomSpec { shape: [20, 18, 17], spacing: [1.0; 3], structures: 3, channels: 2, seed: 1 };
         let (v, l) = generate(&spec, 0);
-        let pre = Preprocessing { normalization: Normalization::PerVolumeZScore, target_spacing: None };
+        let pre =
+            Preprocessing { normalization: Normalization::PerVolumeZScore, target_spacing: None, orientation: None };
         let raw = Box::new(InMemoryCase { volume: v.clone(), labels: l.clone() });
         let mut streamed = NormalizedView::new(raw, pre.clone()).unwrap();
         let (nv, nl) = pre.apply(v, l);

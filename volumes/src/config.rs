@@ -71,6 +71,26 @@ pub struct DataConfig {
     pub fold: usize,
     #[serde(default)]
     pub split_seed: u64,
+    /// A folder dataset's classes, name → value (`{ background = 0, lesion = 255 }`); without it they are
+    /// the values its label maps hold. MSD / nnU-Net datasets declare them in `dataset.json` instead.
+    #[serde(default)]
+    pub labels: Option<std::collections::BTreeMap<String, u16>>,
+    /// What to do when cases' axes point different ways (one PIR, another RAS): refuse (`as_stored`, the
+    /// default) or reorient every case to RAS at load (`ras`).
+    #[serde(default)]
+    pub orientation: OrientationPolicy,
+}
+
+/// How cases are oriented for training (`[data] orientation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrientationPolicy {
+    /// Cases are used in their stored voxel order, which must be the same for all (checked from headers).
+    #[default]
+    AsStored,
+    /// Every case is reoriented to RAS when it is loaded (axes permuted and flipped, never interpolated),
+    /// as MONAI's `Orientationd(axcodes="RAS")`; predictions are written back in each input's orientation.
+    Ras,
 }
 
 fn default_validation_fraction() -> f64 {

@@ -17,8 +17,11 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::case_view::{CaseView, InMemoryCase};
+use crate::config::OrientationPolicy;
 use crate::error::{Result, VolumeError};
+use crate::label_space::{LabelEncoder, LabelSource, LabelSpace};
 use crate::nifti::{self, StoredImage};
+use crate::nifti::{AxisCodes, Reorientation};
 use crate::source::{CaseGeometry, CaseSource};
 use crate::streamed::StreamedCase;
 use crate::volume::{Affine, Labels, Volume};
@@ -56,8 +59,9 @@ pub struct Dataset {
     /// The folder errors name (dataset root, or the images folder).
     pub root: PathBuf,
     pub channel_names: Vec<String>,
-    /// Label value → name.
-    pub labels: BTreeMap<u16, String>,
+    /// The classes `dataset.json` declares; `None` for a folder dataset, whose classes come from the
+    /// experiment's `[data] labels` or from the values its label maps hold ([`found_label_space`]).
+    pub labels: Option<LabelSpace>,
     pub cases: Vec<CaseFiles>,
 }
 
@@ -113,25 +117,56 @@ fn channel_names(json_path: &Path, map: &Value) -> Result<Vec<String>> {
     Ok(indexed.into_iter().map(|(_, n)| n).collect())
 }
 
-/// Both label conventions: nnU-Net `{"background": 0}` and MSD `{"0": "background"}`.
-fn label_names(json_path: &Path, map: &Value) -> Result<BTreeMap<u16, String>> {
+/// Both label conventions: nnU-Net `{"background": 0}` and MSD `{"0": "background"}`. nnU-Net's
+/// region-based labels (a list of values per name) and its `ignore` label are refused for now: each would
+/// need its own loss, and training them as plain classes would silently learn the wrong thing.
+fn label_space(json_path: &Path, map: &Value) -> Result<LabelSpace> {
     let obj = map.as_object().ok_or_else(|| dataset_error(json_path, "labels is not an object"))?;
-    let mut out = BTreeMap::new();
+    let mut pairs = Vec::with_capacity(obj.len());
     for (k, v) in obj {
         let (value, name) = match v {
             Value::Number(n) => (n.as_u64(), k.clone()),
             Value::String(s) => (k.parse::<u64>().ok(), s.clone()),
-            // nnU-Net region labels (lists of values) train as the listed classes; the name is kept on the
-            // largest value so every class still has one.
-            Value::Array(a) => (a.iter().filter_map(Value::as_u64).max(), k.clone()),
+            Value::Array(_) => {
+                return Err(dataset_error(
+                    json_path,
+                    format!(
+                        "label {k:?}: {v} is an nnU-Net region (several values trained as one output); regions \
+                         are not supported yet: declare one value per class"
+                    ),
+                ));
+            }
             _ => (None, k.clone()),
         };
+        if name == "ignore" {
+            return Err(dataset_error(
+                json_path,
+                "label \"ignore\" (nnU-Net's unannotated-voxel label) is not supported yet: relabel those voxels \
+                 or leave the key out of dataset.json",
+            ));
+        }
         let value = value
             .and_then(|v| u16::try_from(v).ok())
             .ok_or_else(|| dataset_error(json_path, format!("label {k:?}: {v} is not a class value in 0..65535")))?;
-        out.insert(value, name);
+        pairs.push((value, name));
     }
-    Ok(out)
+    LabelSpace::new(pairs, LabelSource::DatasetJson, json_path)
+}
+
+/// The classes of a dataset that declares none: the values its label maps hold, read once, named
+/// `background` (0) and `label_<value>`.
+pub fn found_label_space(dataset: &Dataset) -> Result<LabelSpace> {
+    let mut present = vec![false; usize::from(u16::MAX) + 1];
+    for case in &dataset.cases {
+        for &v in &nifti::read_labels(&case.label)?.data {
+            present[usize::from(v)] = true;
+        }
+    }
+    let pairs = present.iter().enumerate().filter(|(_, p)| **p).map(|(v, _)| {
+        let name = if v == 0 { "background".to_string() } else { format!("label_{v}") };
+        (v as u16, name)
+    });
+    LabelSpace::new(pairs, LabelSource::FoundInData, &dataset.root)
 }
 
 fn require_file(path: PathBuf, json_path: &Path) -> Result<PathBuf> {
@@ -170,7 +205,7 @@ impl Dataset {
             .or_else(|| json.get("modality"))
             .ok_or_else(|| dataset_error(&json_path, "neither channel_names nor modality is present"))?;
         let channel_names = channel_names(&json_path, channels_value)?;
-        let labels = label_names(&json_path, json.get("labels").unwrap_or(&Value::Null))?;
+        let labels = Some(label_space(&json_path, json.get("labels").unwrap_or(&Value::Null))?);
         let cases = match json.get("training").and_then(Value::as_array) {
             Some(list) if Self::lists_four_d_images(root, list) => Self::msd_cases(root, &json_path, list)?,
             _ => Self::nnunet_cases(root, &json_path, &json, channel_names.len())?,
@@ -253,8 +288,28 @@ impl Dataset {
         if cases.is_empty() {
             return Err(dataset_error(images, format!("no files match {image_pattern:?}")));
         }
-        Ok(Self { root: images.to_path_buf(), channel_names: vec!["0".into()], labels: BTreeMap::new(), cases })
+        Ok(Self { root: images.to_path_buf(), channel_names: vec!["0".into()], labels: None, cases })
     }
+}
+
+/// Cases grouped by orientation, largest group first: `(codes, case count, first case's label file)`.
+pub fn orientation_groups(dataset: &Dataset, codes: &[AxisCodes]) -> Vec<(AxisCodes, usize, PathBuf)> {
+    let mut groups: Vec<(AxisCodes, usize, PathBuf)> = Vec::new();
+    for (case, &c) in dataset.cases.iter().zip(codes) {
+        match groups.iter_mut().find(|g| g.0 == c) {
+            Some(g) => g.1 += 1,
+            None => groups.push((c, 1, case.label.clone())),
+        }
+    }
+    groups.sort_by_key(|g| std::cmp::Reverse(g.1));
+    groups
+}
+
+/// `PIR in 12 cases (e.g. labelsTr/a.nii.gz), RAS in 3 cases (e.g. …)`.
+pub fn describe_groups(groups: &[(AxisCodes, usize, PathBuf)]) -> String {
+    let parts: Vec<String> =
+        groups.iter().map(|(c, n, example)| format!("{c} in {n} case(s), e.g. {}", example.display())).collect();
+    parts.join("; ")
 }
 
 /// Largest absolute difference between two affines.
@@ -264,11 +319,11 @@ fn affine_distance(a: &Affine, b: &Affine) -> f64 {
 
 /// Reads every header of `case` and checks they share one grid; returns that grid.
 pub fn check_case(case: &CaseFiles) -> Result<CaseGeometry> {
-    check_case_headers(case).map(|(g, _)| g)
+    check_case_headers(case).map(|(g, _, _)| g)
 }
 
-/// [`check_case`], also returning the image headers (one per image file), read once.
-fn check_case_headers(case: &CaseFiles) -> Result<(CaseGeometry, Vec<nifti::Header>)> {
+/// [`check_case`], also returning the image headers (one per image file), read once, and the grid's affine.
+fn check_case_headers(case: &CaseFiles) -> Result<(CaseGeometry, Vec<nifti::Header>, Affine)> {
     let reference = nifti::read_header(&case.label)?;
     let (ref_shape, ref_affine) = (reference.shape, reference.affine());
     let mut channels = 0;
@@ -290,32 +345,72 @@ fn check_case_headers(case: &CaseFiles) -> Result<(CaseGeometry, Vec<nifti::Head
         channels += h.channels;
         headers.push(h);
     }
-    Ok((CaseGeometry { shape: ref_shape, spacing: crate::volume::spacing_of(&ref_affine), channels }, headers))
+    Ok((
+        CaseGeometry { shape: ref_shape, spacing: crate::volume::spacing_of(&ref_affine), channels },
+        headers,
+        ref_affine,
+    ))
 }
 
-/// A checked on-disk dataset as a raw [`CaseSource`] (intensities as stored, scaling applied).
+/// A checked on-disk dataset as a raw [`CaseSource`] (intensities as stored, scaling applied, label values
+/// encoded as class indices of its [`LabelSpace`]).
 pub struct DatasetSource {
     pub dataset: Dataset,
+    labels: LabelSpace,
+    encoder: LabelEncoder,
+    /// The orientation every case is yielded in.
+    orientation: Option<AxisCodes>,
+    /// Per case, what brings it to that orientation (`[data] orientation = "ras"`); `None` when it is already
+    /// there. Such a case is decoded to `f32` and never streamed: both lighter paths read the file's order.
+    reorient: Vec<Option<Reorientation>>,
+    /// Per case, after reorientation.
     geometries: Vec<CaseGeometry>,
     /// Per case, the image bytes [`nifti::read_stored`] holds when its files share a kept 8/16-bit type.
     stored_image_bytes: Vec<Option<u64>>,
 }
 
 impl DatasetSource {
-    /// Checks every case's headers (shape, affine, channel count) before anything is decoded.
+    /// [`DatasetSource::open`] with the classes `dataset.json` declares (for a folder dataset, the values its
+    /// label maps hold) and the cases as stored.
     pub fn new(dataset: Dataset) -> Result<Self> {
-        let (geometries, stored_image_bytes): (Vec<_>, Vec<_>) = dataset
-            .cases
-            .iter()
-            .map(|c| {
-                check_case_headers(c).map(|(g, headers)| {
-                    let stored = nifti::common_stored_type(&headers).and_then(|_| nifti::stored_bytes(&headers));
-                    (g, stored)
-                })
-            })
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .unzip();
+        Self::open(dataset, None, OrientationPolicy::AsStored)
+    }
+
+    /// Checks every case's headers (shape, affine, channel count, orientation) before anything is decoded.
+    /// Label maps are encoded with `labels` as they are read (default: what `dataset.json` declares, else
+    /// [`found_label_space`], which reads every label map once): a value it does not declare fails that read.
+    pub fn open(dataset: Dataset, labels: Option<LabelSpace>, orientation: OrientationPolicy) -> Result<Self> {
+        let labels = match labels.or_else(|| dataset.labels.clone()) {
+            Some(declared) => declared,
+            None => found_label_space(&dataset)?,
+        };
+        let mut geometries = Vec::with_capacity(dataset.cases.len());
+        let mut stored_image_bytes = Vec::with_capacity(dataset.cases.len());
+        let mut codes = Vec::with_capacity(dataset.cases.len());
+        let mut reorient = Vec::with_capacity(dataset.cases.len());
+        for case in &dataset.cases {
+            let (g, headers, affine) = check_case_headers(case)?;
+            let here = AxisCodes::of(&affine);
+            let r = match orientation {
+                OrientationPolicy::AsStored => None,
+                OrientationPolicy::Ras if !here.is_definite() => {
+                    return Err(dataset_error(
+                        &case.label,
+                        format!("its affine has no direction along an axis ({here}); it cannot be reoriented"),
+                    ));
+                }
+                OrientationPolicy::Ras => Reorientation::to(&affine, g.shape, AxisCodes::RAS),
+            };
+            let geometry = match &r {
+                Some(r) => CaseGeometry { shape: r.shape(), spacing: r.spacing(g.spacing), ..g },
+                None => g,
+            };
+            let stored = nifti::common_stored_type(&headers).and_then(|_| nifti::stored_bytes(&headers));
+            geometries.push(geometry);
+            stored_image_bytes.push(if r.is_some() { None } else { stored });
+            codes.push(here);
+            reorient.push(r);
+        }
         if let Some((i, g)) = geometries.iter().enumerate().find(|(_, g)| g.channels != geometries[0].channels) {
             return Err(VolumeError::Mismatch {
                 path: dataset.cases[i].label.clone(),
@@ -323,11 +418,38 @@ impl DatasetSource {
                 problem: format!("{} channels vs {}", g.channels, geometries[0].channels),
             });
         }
-        Ok(Self { dataset, geometries, stored_image_bytes })
+        let orientation = match orientation {
+            OrientationPolicy::Ras => Some(AxisCodes::RAS),
+            OrientationPolicy::AsStored => {
+                let mixed = orientation_groups(&dataset, &codes);
+                if mixed.len() > 1 {
+                    return Err(dataset_error(
+                        &dataset.root,
+                        format!(
+                            "the cases' axes point different ways ({}); set [data] orientation = \"ras\" to reorient \
+                             every case to RAS at load, or reorient the files to one orientation",
+                            describe_groups(&mixed)
+                        ),
+                    ));
+                }
+                codes.first().copied().filter(AxisCodes::is_definite)
+            }
+        };
+        let encoder = labels.encoder();
+        Ok(Self { dataset, labels, encoder, orientation, reorient, geometries, stored_image_bytes })
     }
 
-    fn all_uncompressed(case: &CaseFiles) -> bool {
-        case.images.paths().iter().all(|p| p.extension().is_some_and(|e| e == "nii"))
+    /// The label map of `case`, its values encoded as class indices.
+    fn read_labels(&self, case: &CaseFiles) -> Result<Labels> {
+        let mut labels = nifti::read_labels(&case.label)?;
+        self.encoder.encode_in_place(&mut labels.data, &case.label)?;
+        Ok(labels)
+    }
+
+    /// Whether case `i` can be read patch by patch: uncompressed files in the orientation they are yielded in.
+    fn streamable(&self, i: usize) -> bool {
+        let case = &self.dataset.cases[i];
+        self.reorient[i].is_none() && case.images.paths().iter().all(|p| p.extension().is_some_and(|e| e == "nii"))
     }
 }
 
@@ -340,10 +462,14 @@ impl CaseSource for DatasetSource {
     }
     fn load(&self, i: usize) -> Result<(Volume, Labels)> {
         let case = &self.dataset.cases[i];
-        let labels = nifti::read_labels(&case.label)?;
+        let labels = self.read_labels(case)?;
         let volume = match &case.images {
             ImageFiles::FourD(p) => nifti::read_volume(p)?,
             ImageFiles::PerChannel(paths) => read_channels(paths, &case.label)?,
+        };
+        let (volume, labels) = match &self.reorient[i] {
+            Some(r) if volume.shape == labels.shape => (r.apply_volume(&volume), r.apply_labels(&labels)),
+            _ => (volume, labels),
         };
         if volume.shape != labels.shape {
             return Err(VolumeError::Mismatch {
@@ -357,10 +483,16 @@ impl CaseSource for DatasetSource {
     fn geometry(&self, i: usize) -> Result<CaseGeometry> {
         Ok(self.geometries[i])
     }
+    fn label_space(&self) -> LabelSpace {
+        self.labels.clone()
+    }
+    fn orientation(&self) -> Option<AxisCodes> {
+        self.orientation
+    }
     fn open_case(&self, i: usize, streamed: bool) -> Result<Box<dyn CaseView>> {
         let case = &self.dataset.cases[i];
-        if streamed && Self::all_uncompressed(case) {
-            return Ok(Box::new(StreamedCase::open(case, self.geometries[i])?));
+        if streamed && self.streamable(i) {
+            return Ok(Box::new(StreamedCase::open(case, self.geometries[i], self.read_labels(case)?)?));
         }
         let (volume, labels) = self.load(i)?;
         Ok(Box::new(InMemoryCase { volume, labels }))
@@ -370,7 +502,7 @@ impl CaseSource for DatasetSource {
         if self.stored_bytes(i, streamed).is_none() {
             return Ok(None);
         }
-        let labels = nifti::read_labels(&case.label)?;
+        let labels = self.read_labels(case)?;
         let Some(image) = nifti::read_stored(&case.images.paths())? else {
             // The files changed type since the dataset was opened: the f32 path reads them as they are now.
             return Ok(None);
@@ -386,7 +518,7 @@ impl CaseSource for DatasetSource {
     }
     fn stored_bytes(&self, i: usize, streamed: bool) -> Option<u64> {
         // An uncompressed case asked to stream is read patch by patch instead (less memory still).
-        if streamed && Self::all_uncompressed(&self.dataset.cases[i]) {
+        if streamed && self.streamable(i) {
             return None;
         }
         let labels = crate::volume::voxel_count(self.geometries[i].shape) as u64 * 2;
@@ -395,7 +527,7 @@ impl CaseSource for DatasetSource {
     fn case_bytes(&self, i: usize, streamed: bool) -> Result<u64> {
         let g = self.geometries[i];
         // `open_case` streams only uncompressed cases; others are decoded whole.
-        Ok(if streamed && Self::all_uncompressed(&self.dataset.cases[i]) {
+        Ok(if streamed && self.streamable(i) {
             crate::volume::voxel_count(g.shape) as u64 * 2
         } else {
             g.decoded_bytes()

@@ -31,7 +31,7 @@ pub struct Fingerprint {
     pub median_spacing: [f64; 3],
     /// Foreground (label > 0) statistics per channel.
     pub intensity: Vec<IntensityStats>,
-    /// Fraction of all voxels carrying each class (index = class value).
+    /// Fraction of all voxels carrying each class (index = class index of the source's label space).
     pub class_frequencies: Vec<f64>,
 }
 

@@ -5,7 +5,7 @@ pub mod error;
 pub mod nifti;
 pub mod volume;
 
-pub use config::{AugmentConfig, DataConfig, DataSource, LoaderConfig, Modality};
+pub use config::{AugmentConfig, DataConfig, DataSource, LoaderConfig, Modality, OrientationPolicy};
 pub use error::{Result, VolumeError};
 pub use volume::{Affine, IDENTITY_AFFINE, Labels, Volume};
 
@@ -17,6 +17,7 @@ pub mod crop;
 pub mod dataset;
 pub mod fingerprint;
 pub mod grid;
+pub mod label_space;
 pub mod loader;
 pub mod phantom;
 pub mod phantom_msd;
@@ -31,6 +32,7 @@ pub mod streamed;
 
 pub use fingerprint::{Fingerprint, IntensityStats, fingerprint};
 pub use grid::{Aggregator, Blend, GridSampler, patch_origins};
+pub use label_space::{LabelClass, LabelSource, LabelSpace};
 pub use loader::{PatchBatch, PatchLoader};
 pub use source::{CaseGeometry, CaseSource, median_shape, open_geometry_source, open_source};
 pub use split::{Split, split};

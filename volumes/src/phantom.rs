@@ -10,6 +10,7 @@
 //! contrast-enhanced tissue, bone), CT-like noise, no bias field, and air (-1000 HU) outside a spherical
 //! body, so the dataset's foreground percentiles clip something real (what CT normalisation is for).
 
+use crate::label_space::{LabelClass, LabelSource, LabelSpace};
 use rand::Rng;
 
 use crate::seed::{domain, rng_for, standard_normal};
@@ -66,6 +67,19 @@ impl PhantomSpec {
     /// Number of classes including background.
     pub fn num_classes(&self) -> usize {
         self.structures + 1
+    }
+
+    /// The classes as a dataset would declare them: `background`, then `ellipsoid_1`, `tube_2`,
+    /// `shell_3`, `ellipsoid_4`, … (the shape each class is drawn as).
+    pub fn label_space(&self) -> LabelSpace {
+        const SHAPES: [&str; 3] = ["ellipsoid", "tube", "shell"];
+        let classes = (0..self.num_classes().min(crate::label_space::MAX_CLASSES))
+            .map(|k| LabelClass {
+                value: k as u16,
+                name: if k == 0 { "background".into() } else { format!("{}_{k}", SHAPES[(k - 1) % 3]) },
+            })
+            .collect();
+        LabelSpace { classes, source: LabelSource::Phantom }
     }
 
     /// The voxel-to-world affine: axis-aligned, origin at the first voxel.

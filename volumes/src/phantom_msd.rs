@@ -15,11 +15,6 @@ use crate::phantom::{Contrast, PhantomSpec, generate_with_contrast};
 use crate::volume::Volume;
 
 /// Label names written to `dataset.json`, by structure index; the shape family cycles with the index.
-fn structure_name(k: usize) -> String {
-    const SHAPES: [&str; 3] = ["ellipsoid", "tube", "shell"];
-    format!("{}_{}", SHAPES[k % 3], k + 1)
-}
-
 /// Case id of phantom `i` (matches [`crate::source::PhantomSource::case_id`]).
 pub fn phantom_case_id(i: usize) -> String {
     format!("phantom_{i:03}")
@@ -82,11 +77,8 @@ pub fn write_msd_with_contrast(
             (c.to_string(), json!(name))
         })
         .collect();
-    let mut label_names = serde_json::Map::new();
-    label_names.insert("background".into(), json!(0));
-    for k in 0..spec.structures {
-        label_names.insert(structure_name(k), json!(k + 1));
-    }
+    let label_names: serde_json::Map<String, serde_json::Value> =
+        spec.label_space().classes.into_iter().map(|c| (c.name, json!(c.value))).collect();
     let dataset = json!({
         "name": "voxplan phantoms",
         "description": format!("synthetic phantoms, seed {}, spacing {:?} mm", spec.seed, spec.spacing),

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{DataConfig, Modality};
 use crate::error::Result;
 use crate::fingerprint::{IntensityStats, fingerprint};
+use crate::nifti::AxisCodes;
 use crate::resample::{
     resample_labels, resample_labels_to_shape, resample_volume, resample_volume_to_shape, resampled_shape,
 };
@@ -37,6 +38,12 @@ pub enum Normalization {
 pub struct Preprocessing {
     pub normalization: Normalization,
     pub target_spacing: Option<[f64; 3]>,
+    /// The axis orientation every case has when the network sees it (`RAS` when `[data] orientation =
+    /// "ras"` reoriented them, else the one orientation all cases share): `predict` brings its inputs to it
+    /// and its outputs back. `None`: unknown (degenerate affines, or a checkpoint from before it was
+    /// recorded), inputs are used as stored.
+    #[serde(default)]
+    pub orientation: Option<AxisCodes>,
 }
 
 impl Preprocessing {
@@ -47,7 +54,7 @@ impl Preprocessing {
             Modality::Mri => Normalization::PerVolumeZScore,
             Modality::Ct => Normalization::DatasetClipZScore(fingerprint(raw)?.intensity),
         };
-        Ok(Self { normalization, target_spacing: cfg.target_spacing })
+        Ok(Self { normalization, target_spacing: cfg.target_spacing, orientation: raw.orientation() })
     }
 
     /// Normalises, then resamples when a target spacing is set.
@@ -155,7 +162,8 @@ mod tests {
             *x = if i < 64 { i as f32 } else { 1000.0 + 3.0 * i as f32 };
         }
         let l = Labels { data: vec![0; 64], shape: [4, 4, 4], affine: IDENTITY_AFFINE };
-        let p = Preprocessing { normalization: Normalization::PerVolumeZScore, target_spacing: None };
+        let p =
+            Preprocessing { normalization: Normalization::PerVolumeZScore, target_spacing: None, orientation: None };
         let (v, _) = p.apply(v, l);
         for c in 0..2 {
             let (m, s) = mean_std(v.channel(c));
@@ -166,7 +174,11 @@ mod tests {
     #[test]
     fn ct_clips_to_percentiles_then_uses_dataset_statistics() {
         let stats = IntensityStats { mean: 40.0, std: 20.0, p0_5: -100.0, p99_5: 200.0 };
-        let p = Preprocessing { normalization: Normalization::DatasetClipZScore(vec![stats]), target_spacing: None };
+        let p = Preprocessing {
+            normalization: Normalization::DatasetClipZScore(vec![stats]),
+            target_spacing: None,
+            orientation: None,
+        };
         let mut values = vec![-1000.0, 40.0, 60.0, 3000.0];
         p.normalize_channel(0, &mut values);
         assert_eq!(values, vec![-7.0, 0.0, 1.0, 8.0]);
@@ -176,12 +188,17 @@ mod tests {
     fn preprocessing_round_trips_through_json() {
         let stats = IntensityStats { mean: 40.0, std: 20.0, p0_5: -100.0, p99_5: 200.0 };
         for p in [
-            Preprocessing { normalization: Normalization::PerVolumeZScore, target_spacing: None },
+            Preprocessing { normalization: Normalization::PerVolumeZScore, target_spacing: None, orientation: None },
             Preprocessing {
                 normalization: Normalization::DatasetClipZScore(vec![stats]),
                 target_spacing: Some([1.5; 3]),
+                orientation: Some(crate::nifti::AxisCodes(['P', 'I', 'R'])),
             },
-            Preprocessing { normalization: Normalization::None, target_spacing: Some([1.0, 1.0, 3.0]) },
+            Preprocessing {
+                normalization: Normalization::None,
+                target_spacing: Some([1.0, 1.0, 3.0]),
+                orientation: None,
+            },
         ] {
             let json = serde_json::to_string(&p).unwrap();
             assert_eq!(serde_json::from_str::<Preprocessing>(&json).unwrap(), p, "{json}");
@@ -198,7 +215,11 @@ mod tests {
             *x = (i % 7) as f32; // a ramp along x: linear, so trilinear resampling keeps it
         }
         let l = Labels { data: v.data.iter().map(|&x| u16::from(x >= 3.0)).collect(), shape: v.shape, affine };
-        let p = Preprocessing { normalization: Normalization::None, target_spacing: Some([1.0, 1.0, 1.0]) };
+        let p = Preprocessing {
+            normalization: Normalization::None,
+            target_spacing: Some([1.0, 1.0, 1.0]),
+            orientation: None,
+        };
         let (pv, pl) = p.apply(v.clone(), l.clone());
         assert_ne!(pv.shape, v.shape);
         let back = p.restore_volume(pv, v.shape, affine);

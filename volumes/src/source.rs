@@ -1,6 +1,7 @@
 //! Where training cases come from: the [`CaseSource`] trait, the in-memory phantom source, the preprocessing
 //! wrapper, and [`open_source`], which builds the right one from an experiment's `[data]` section.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::case_view::{CaseView, InMemoryCase, NormalizedView};
@@ -8,6 +9,8 @@ use crate::config::{DataConfig, DataSource, Modality};
 use crate::dataset::{Dataset, DatasetSource};
 use crate::error::{Result, VolumeError};
 use crate::fingerprint::fingerprint;
+use crate::label_space::{LabelSource, LabelSpace};
+use crate::nifti::AxisCodes;
 use crate::nifti::StoredImage;
 use crate::phantom::{PhantomSpec, generate};
 use crate::preprocess::{Normalization, Preprocessing};
@@ -44,6 +47,12 @@ pub trait CaseSource: Send + Sync {
     fn load(&self, i: usize) -> Result<(Volume, Labels)>;
     /// The case's grid without decoding voxels.
     fn geometry(&self, i: usize) -> Result<CaseGeometry>;
+    /// The classes its label maps are encoded with: every label map it yields holds their indices.
+    fn label_space(&self) -> LabelSpace;
+    /// The axis orientation every case it yields has, when they share one; `None` when unknown.
+    fn orientation(&self) -> Option<AxisCodes> {
+        None
+    }
     /// Opens case `i` for patch sampling. `streamed` asks for patch-wise reads where the source supports
     /// them (uncompressed NIfTI); otherwise, and by default, the case is decoded whole.
     fn open_case(&self, i: usize, streamed: bool) -> Result<Box<dyn CaseView>> {
@@ -91,6 +100,12 @@ impl CaseSource for PhantomSource {
     fn geometry(&self, _i: usize) -> Result<CaseGeometry> {
         Ok(CaseGeometry { shape: self.spec.shape, spacing: self.spec.spacing, channels: self.spec.channels })
     }
+    fn label_space(&self) -> LabelSpace {
+        self.spec.label_space()
+    }
+    fn orientation(&self) -> Option<AxisCodes> {
+        Some(AxisCodes::of(&self.spec.affine()))
+    }
 }
 
 /// Applies [`Preprocessing`] to every case of an inner source that yields raw intensities.
@@ -112,6 +127,12 @@ impl CaseSource for PreprocessedSource {
     }
     fn geometry(&self, i: usize) -> Result<CaseGeometry> {
         Ok(self.preprocessing.output_geometry(self.inner.geometry(i)?))
+    }
+    fn label_space(&self) -> LabelSpace {
+        self.inner.label_space()
+    }
+    fn orientation(&self) -> Option<AxisCodes> {
+        self.inner.orientation()
     }
     fn open_case(&self, i: usize, streamed: bool) -> Result<Box<dyn CaseView>> {
         // Resampling needs the whole volume on the output grid, so both lighter views exist only without it.
@@ -158,6 +179,12 @@ impl CaseSource for DecodeAsF32 {
     fn geometry(&self, i: usize) -> Result<CaseGeometry> {
         self.0.geometry(i)
     }
+    fn label_space(&self) -> LabelSpace {
+        self.0.label_space()
+    }
+    fn orientation(&self) -> Option<AxisCodes> {
+        self.0.orientation()
+    }
     fn open_case(&self, i: usize, streamed: bool) -> Result<Box<dyn CaseView>> {
         self.0.open_case(i, streamed)
     }
@@ -179,9 +206,29 @@ pub fn open_raw_source(cfg: &DataConfig) -> Result<Arc<dyn CaseSource>> {
             };
             Arc::new(PhantomSource { spec, cases: *cases })
         }
-        DataSource::Msd { root } => Arc::new(DatasetSource::new(Dataset::open_msd(root)?)?),
+        DataSource::Msd { root } => {
+            let dataset = Dataset::open_msd(root)?;
+            if cfg.labels.is_some() {
+                return Err(VolumeError::Config {
+                    field: "data.labels".into(),
+                    problem: format!(
+                        "{} declares the labels; [data] labels is for folder datasets, remove it",
+                        root.join("dataset.json").display()
+                    ),
+                });
+            }
+            Arc::new(DatasetSource::open(dataset, None, cfg.orientation)?)
+        }
         DataSource::Folder { images, labels, image_pattern, label_pattern } => {
-            Arc::new(DatasetSource::new(Dataset::open_folder(images, labels, image_pattern, label_pattern)?)?)
+            let dataset = Dataset::open_folder(images, labels, image_pattern, label_pattern)?;
+            let labels = match &cfg.labels {
+                Some(table) => {
+                    let declared = table.iter().map(|(name, &value)| (value, name.clone()));
+                    Some(LabelSpace::new(declared, LabelSource::Experiment, Path::new("[data] labels"))?)
+                }
+                None => None,
+            };
+            Arc::new(DatasetSource::open(dataset, labels, cfg.orientation)?)
         }
     })
 }
@@ -200,7 +247,7 @@ pub fn open_source(cfg: &DataConfig) -> Result<Arc<dyn CaseSource>> {
     };
     Ok(Arc::new(PreprocessedSource {
         inner: raw,
-        preprocessing: Preprocessing { normalization, target_spacing: cfg.target_spacing },
+        preprocessing: Preprocessing { normalization, target_spacing: cfg.target_spacing, orientation: None },
     }))
 }
 
@@ -210,7 +257,11 @@ pub fn open_geometry_source(cfg: &DataConfig) -> Result<Arc<dyn CaseSource>> {
     cfg.validate()?;
     Ok(Arc::new(PreprocessedSource {
         inner: open_raw_source(cfg)?,
-        preprocessing: Preprocessing { normalization: Normalization::None, target_spacing: cfg.target_spacing },
+        preprocessing: Preprocessing {
+            normalization: Normalization::None,
+            target_spacing: cfg.target_spacing,
+            orientation: None,
+        },
     }))
 }
 
@@ -254,6 +305,8 @@ mod tests {
             folds: None,
             fold: 0,
             split_seed: 0,
+            labels: None,
+            orientation: Default::default(),
         }
     }
 
@@ -293,6 +346,9 @@ mod tests {
         }
         fn geometry(&self, i: usize) -> Result<CaseGeometry> {
             Ok(CaseGeometry { shape: self.0[i], spacing: [1.0; 3], channels: 1 })
+        }
+        fn label_space(&self) -> LabelSpace {
+            LabelSpace::consecutive(2, crate::label_space::LabelSource::Assumed)
         }
     }
 

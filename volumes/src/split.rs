@@ -76,6 +76,8 @@ mod tests {
             folds,
             fold,
             split_seed: seed,
+            labels: None,
+            orientation: Default::default(),
         }
     }
 

@@ -5,7 +5,7 @@
 use crate::case_view::CaseView;
 use crate::dataset::{CaseFiles, ImageFiles};
 use crate::error::Result;
-use crate::nifti::{PatchReader, read_labels};
+use crate::nifti::PatchReader;
 use crate::source::CaseGeometry;
 use crate::volume::{Labels, voxel_count};
 
@@ -18,15 +18,14 @@ pub struct StreamedCase {
 }
 
 impl StreamedCase {
-    /// Maps every image file of `case` and decodes its label map.
-    pub fn open(case: &CaseFiles, geometry: CaseGeometry) -> Result<Self> {
+    /// Maps every image file of `case`; `labels` is its label map, decoded and encoded by the dataset.
+    pub fn open(case: &CaseFiles, geometry: CaseGeometry, labels: Labels) -> Result<Self> {
         let paths = case.images.paths();
         let readers = paths.iter().map(|p| PatchReader::open(p)).collect::<Result<Vec<_>>>()?;
         let channels = match &case.images {
             ImageFiles::FourD(_) => (0..geometry.channels).map(|c| (0, c)).collect(),
             ImageFiles::PerChannel(_) => (0..readers.len()).map(|r| (r, 0)).collect(),
         };
-        let labels = read_labels(&case.label)?;
         Ok(Self { channels, readers, labels, shape: geometry.shape })
     }
 }

@@ -26,6 +26,8 @@ fn msd_cfg(root: &Path) -> DataConfig {
         folds: None,
         fold: 0,
         split_seed: 0,
+        labels: None,
+        orientation: Default::default(),
     }
 }
 
@@ -35,7 +37,7 @@ fn nnunet_layout_round_trips_the_phantoms() {
     write_msd(dir.path(), &spec(2), 3, ".nii.gz").unwrap();
     let ds = Dataset::open_msd(dir.path()).unwrap();
     assert_eq!(ds.channel_names.len(), 2);
-    assert_eq!(ds.labels.len(), 4);
+    assert_eq!(ds.labels.as_ref().map(|l| l.len()), Some(4));
     let raw = DatasetSource::new(ds).unwrap();
     assert_eq!(raw.len(), 3);
     assert_eq!(raw.case_id(1), "phantom_001");
@@ -73,7 +75,8 @@ fn original_msd_layout_with_four_d_images() {
     std::fs::write(dir.path().join("dataset.json"), meta.to_string()).unwrap();
     let ds = Dataset::open_msd(dir.path()).unwrap();
     assert_eq!(ds.channel_names, ["FLAIR", "T1w", "T2w"]);
-    assert_eq!(ds.labels.get(&3).map(String::as_str), Some("enhancing"));
+    let labels = ds.labels.clone().unwrap();
+    assert_eq!((labels.value_of(3), labels.name_of(3)), (Some(3), "enhancing".to_string()));
     assert_eq!(ds.cases[1].id, "BRATS_001");
     let src = DatasetSource::new(ds).unwrap();
     assert_eq!(src.geometry(0).unwrap().channels, 3);

@@ -134,6 +134,9 @@ fn buffer_reuse_never_leaks_into_batches_whatever_the_queue_length() {
         fn geometry(&self, i: usize) -> Result<CaseGeometry> {
             if i.is_multiple_of(2) { self.0.geometry(i) } else { self.1.geometry(i) }
         }
+        fn label_space(&self) -> voxplan_volumes::LabelSpace {
+            self.0.label_space()
+        }
     }
     let source: Arc<dyn CaseSource> =
         Arc::new(TwoSizes(PhantomSource { spec, cases: 6 }, PhantomSource { spec: small, cases: 6 }));
@@ -194,6 +197,9 @@ impl CaseSource for Counting {
     }
     fn case_id(&self, i: usize) -> String {
         self.inner.case_id(i)
+    }
+    fn label_space(&self) -> voxplan_volumes::LabelSpace {
+        self.inner.label_space()
     }
     fn load(&self, i: usize) -> Result<(Volume, Labels)> {
         if Some(i) == self.fail_case {

@@ -24,7 +24,7 @@ const VOXELS: usize = 12 * 10 * 7;
 
 /// The same raw source opened both ways under `normalization`: (stored-type path, f32 path).
 fn both_ways(raw: Arc<dyn CaseSource>, normalization: Normalization) -> (Arc<dyn CaseSource>, Arc<dyn CaseSource>) {
-    let preprocessing = Preprocessing { normalization, target_spacing: None };
+    let preprocessing = Preprocessing { normalization, target_spacing: None, orientation: None };
     let stored = PreprocessedSource { inner: raw.clone(), preprocessing: preprocessing.clone() };
     let f32_only = PreprocessedSource { inner: Arc::new(DecodeAsF32(raw)), preprocessing };
     (Arc::new(stored), Arc::new(f32_only))

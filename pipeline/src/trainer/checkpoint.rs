@@ -19,12 +19,13 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use voxplan_planner::TrainingPlan;
 use voxplan_volumes::preprocess::{Normalization, Preprocessing};
+use voxplan_volumes::{LabelSource, LabelSpace};
 
 use crate::error::PipelineError;
 
 /// `state.json` format written; bumped when a field changes meaning so an old checkpoint is refused, not
-/// misread. Version 2 added `preprocessing`.
-pub const STATE_FORMAT_VERSION: u32 = 2;
+/// misread. Version 2 added `preprocessing`, version 3 `labels`.
+pub const STATE_FORMAT_VERSION: u32 = 3;
 /// Oldest format still read. Version 1 had no `preprocessing`; such a checkpoint loads with the
 /// preprocessing `predict` then applied to every input (per-volume z-score, no resampling), which is right
 /// for the MRI runs of that version and is logged as an assumption.
@@ -83,11 +84,25 @@ pub struct TrainState {
     /// target spacing): `predict` applies the same to its inputs.
     #[serde(default = "version_1_preprocessing")]
     pub preprocessing: Preprocessing,
+    /// The classes the network's output channels stand for, with the values label maps mark them by:
+    /// `predict` writes those values. Absent before version 3, which trained on values `0..K−1`.
+    #[serde(default)]
+    pub labels: Option<LabelSpace>,
+}
+
+impl TrainState {
+    /// The classes of the network's outputs: the recorded ones, else (a checkpoint older than version 3)
+    /// the values `0..K−1` it trained on.
+    pub fn label_space(&self) -> LabelSpace {
+        self.labels
+            .clone()
+            .unwrap_or_else(|| LabelSpace::consecutive(self.plan.network.num_classes, LabelSource::Assumed))
+    }
 }
 
 /// The preprocessing a version-1 checkpoint (which did not record it) is assumed to have used.
 fn version_1_preprocessing() -> Preprocessing {
-    Preprocessing { normalization: Normalization::PerVolumeZScore, target_spacing: None }
+    Preprocessing { normalization: Normalization::PerVolumeZScore, target_spacing: None, orientation: None }
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> PipelineError {

@@ -47,8 +47,9 @@ pub struct ValidationRecord {
     pub step: usize,
     /// Mean over cases and foreground classes.
     pub dice: f64,
-    /// Mean per foreground class (index 0 = class 1); `null` where no case has the class.
-    pub dice_per_class: Vec<Option<f64>>,
+    /// Mean per foreground class, keyed by the label's declared name (dataset.json, `[data] labels`, or
+    /// `label_<value>`); `null` where no case has the class.
+    pub dice_per_class: std::collections::BTreeMap<String, Option<f64>>,
     pub cases: usize,
     pub seconds: f64,
 }

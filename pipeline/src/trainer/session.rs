@@ -13,11 +13,12 @@ use voxplan_planner::{
 };
 use voxplan_volumes::preprocess::Preprocessing;
 use voxplan_volumes::source::{PreprocessedSource, open_raw_source};
-use voxplan_volumes::{CaseSource, median_shape, split};
+use voxplan_volumes::{CaseSource, LabelSpace, median_shape, split};
 
 use crate::device::{self, ComputeDevice, DeviceRequest};
 use crate::error::PipelineError;
 use crate::experiment::Experiment;
+use crate::label_report::label_decision;
 use crate::memory::MemoryMeter;
 use crate::trainer::checkpoint::{self, SAFETENSORS_FILE};
 use crate::trainer::metrics_log::{EventRecord, MetricsLog};
@@ -85,6 +86,9 @@ fn train_with(
     std::fs::create_dir_all(&run_dir).map_err(|source| PipelineError::Io { path: run_dir.clone(), source })?;
 
     let (source, preprocessing) = open_training_source(experiment)?;
+    let labels = source.label_space();
+    labels.check_class_count(experiment.network.num_classes)?;
+    tracing::info!("labels: {labels}");
     let split = split(source.len(), &experiment.data);
     let selector = match device {
         ComputeDevice::Cpu => DeviceSelector::Cpu,
@@ -93,7 +97,11 @@ fn train_with(
     let profile = device::run_profile(&selector)?;
     let mut resume_from = options.resume.as_deref().map(checkpoint::resolve_resume_dir).transpose()?;
     let mut training_plan = match &resume_from {
-        Some(dir) => checkpoint::load_state(dir)?.plan,
+        Some(dir) => {
+            let state = checkpoint::load_state(dir)?;
+            check_same_labels(&state.label_space(), &labels, dir)?;
+            state.plan
+        }
         None => make_plan(experiment, &profile, options.budget_bytes, source.as_ref(), &split.train, &run_dir)?,
     };
     let largest_validation = largest_shape(source.as_ref(), &split.validation)?;
@@ -117,6 +125,7 @@ fn train_with(
             windows_per_pass: inference.windows_per_pass,
             stop_after_epochs: options.stop_after_epochs,
             preprocessing: preprocessing.clone(),
+            labels: labels.clone(),
         };
         match attempt(&ctx, device) {
             Ok(outcome) => return Ok(summary(outcome, &ctx, device, replans, started)),
@@ -148,6 +157,18 @@ fn train_with(
             }
         }
     }
+}
+
+/// A checkpoint's output channels stand for its recorded classes; resuming it on a dataset whose classes
+/// differ would train channel `i` on another structure.
+fn check_same_labels(trained: &LabelSpace, dataset: &LabelSpace, dir: &std::path::Path) -> Result<(), PipelineError> {
+    if trained.classes == dataset.classes {
+        return Ok(());
+    }
+    Err(PipelineError::Checkpoint {
+        path: dir.to_path_buf(),
+        problem: format!("trained on the classes {}, but the dataset's are {}", trained.summary(), dataset.summary()),
+    })
 }
 
 /// The training source (raw cases with the experiment's preprocessing applied in `load`) and that
@@ -229,7 +250,7 @@ fn make_plan(
     train_cases: &[usize],
     run_dir: &std::path::Path,
 ) -> Result<TrainingPlan, PipelineError> {
-    let report = plan(&PlanRequest {
+    let mut report = plan(&PlanRequest {
         network: experiment.network.clone(),
         settings: experiment.plan.clone(),
         device: profile.clone(),
@@ -237,6 +258,7 @@ fn make_plan(
         // The same figure `voxplan plan` computes, so a dry run and the trainer plan alike.
         median_shape: median_shape(source, train_cases)?,
     })?;
+    report.decisions.push(label_decision(&source.label_space()));
     eprintln!("{}", render(&report, ReportFormat::Text));
     let path = run_dir.join(PLAN_FILE);
     std::fs::write(&path, render(&report, ReportFormat::Json))
@@ -486,6 +508,7 @@ max_validation_cases = 1
                 windows_per_pass: ctx.windows_per_pass,
                 stop_after_epochs: Some(1),
                 preprocessing: ctx.preprocessing.clone(),
+                labels: ctx.labels.clone(),
             };
             dispatch(&one_epoch, device)?;
             Err(Attempt::OutOfMemory("can't allocate buffer of size: 123 (injected after epoch 1)".into()))

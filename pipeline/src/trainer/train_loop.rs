@@ -44,6 +44,9 @@ pub struct RunContext<'a> {
     pub stop_after_epochs: Option<usize>,
     /// What `source` applies to every case; recorded in checkpoints for `predict`.
     pub preprocessing: voxplan_volumes::preprocess::Preprocessing,
+    /// The classes `source` encodes its label maps with (the network's output channels, in order); recorded
+    /// in checkpoints so `predict` writes the declared values back.
+    pub labels: voxplan_volumes::LabelSpace,
 }
 
 /// What a finished (or interrupted) run reports.
@@ -84,6 +87,7 @@ pub fn run<B: AutodiffBackend>(
         loss_scale: scaler.is_enabled().then_some(scaler.scale() as f64),
         plan: plan.clone(),
         preprocessing: ctx.preprocessing.clone(),
+        labels: Some(ctx.labels.clone()),
     };
     let mut log = MetricsLog::open(&ctx.run_dir)?;
     if let Some(dir) = &ctx.resume_from {
@@ -104,6 +108,7 @@ pub fn run<B: AutodiffBackend>(
             format_version: checkpoint::STATE_FORMAT_VERSION,
             plan: plan.clone(),
             preprocessing: ctx.preprocessing.clone(),
+            labels: Some(ctx.labels.clone()),
             ..saved
         };
     }
@@ -252,18 +257,19 @@ pub fn run<B: AutodiffBackend>(
                 validate(&model.valid(), &ctx.source, &cases, plan.patch_size, classes, ctx.windows_per_pass, device)?;
             let dice = result.mean_dice.unwrap_or(0.0);
             progress.println(&format!(
-                "epoch {}: train loss {:.4}, validation mean Dice {dice:.4} on {} cases ({:.1} s)",
+                "epoch {}: train loss {:.4}, validation mean Dice {dice:.4} on {} cases ({:.1} s): {}",
                 epoch + 1,
                 state.last_loss.unwrap_or(f64::NAN),
                 result.cases,
-                result.seconds
+                result.seconds,
+                result.summary(&ctx.labels)
             ));
             log.write(&ValidationRecord {
                 kind: "validation",
                 epoch,
                 step: state.optimizer_steps,
                 dice,
-                dice_per_class: result.per_class.clone(),
+                dice_per_class: result.by_name(&ctx.labels),
                 cases: result.cases,
                 seconds: result.seconds,
             })?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
-use voxplan_volumes::CaseSource;
+use voxplan_volumes::{CaseSource, LabelSpace};
 
 use crate::dice::{dice_per_class, mean_foreground_dice};
 use crate::error::PipelineError;
@@ -22,6 +22,21 @@ pub struct ValidationResult {
     pub per_class: Vec<Option<f64>>,
     pub cases: usize,
     pub seconds: f64,
+}
+
+impl ValidationResult {
+    /// The per-class Dice keyed by each foreground class's declared name.
+    pub fn by_name(&self, labels: &LabelSpace) -> std::collections::BTreeMap<String, Option<f64>> {
+        self.per_class.iter().enumerate().map(|(i, d)| (labels.name_of(i + 1), *d)).collect()
+    }
+
+    /// `L1 0.912, L2 0.880, L3 –` in class order, for the log.
+    pub fn summary(&self, labels: &LabelSpace) -> String {
+        let dice = |d: &Option<f64>| d.map_or_else(|| "–".to_string(), |d| format!("{d:.3}"));
+        let parts: Vec<String> =
+            self.per_class.iter().enumerate().map(|(i, d)| format!("{} {}", labels.name_of(i + 1), dice(d))).collect();
+        parts.join(", ")
+    }
 }
 
 /// Scores `model` on `cases` of `source`.

@@ -15,6 +15,30 @@ use crate::volume::{Affine, spacing_of};
 pub const VOX_OFFSET: usize = NIFTI1_HEADER_SIZE + 4;
 /// `NIFTI_XFORM_SCANNER_ANAT`: the affine maps to scanner (RAS+) millimetres.
 const XFORM_SCANNER: i16 = 1;
+
+/// The qform and sform codes a written file declares (nifti1.h: 0 unknown, 1 scanner, 2 aligned, 3
+/// Talairach, 4 MNI, 5 template). A file made from another, such as a prediction of an input, keeps the
+/// input's codes ([`XformCodes::of`]), so a viewer or registration tool reads both in the same space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XformCodes {
+    pub qform: i16,
+    pub sform: i16,
+}
+
+impl Default for XformCodes {
+    /// Scanner coordinates in both: what voxplan's own files (phantoms) declare.
+    fn default() -> Self {
+        Self { qform: XFORM_SCANNER, sform: XFORM_SCANNER }
+    }
+}
+
+impl XformCodes {
+    /// The codes of a header read from disk (already limited to 0..=5 as nibabel does).
+    pub fn of(header: &super::header::Header) -> Self {
+        let code = |c: i32| i16::try_from(c).unwrap_or(0);
+        Self { qform: code(header.qform_code), sform: code(header.sform_code) }
+    }
+}
 /// `NIFTI_UNITS_MM`.
 const UNITS_MM: u8 = 2;
 /// A rotation recovered from the affine must be orthonormal to this tolerance to be stored as a qform;
@@ -41,8 +65,10 @@ impl Out {
     }
 }
 
-/// The 352 bytes preceding the voxels of a `.nii` holding `dims` (x, y, z[, channels]) of `datatype`.
-pub fn nifti1_header(dims: &[usize], datatype: DataType, affine: &Affine) -> [u8; VOX_OFFSET] {
+/// The 352 bytes preceding the voxels of a `.nii` holding `dims` (x, y, z[, channels]) of `datatype`. The
+/// affine goes into the sform and, when it is a rotation times zooms, the qform, each with its code from
+/// `codes`; a form whose code is 0 is left empty, as readers ignore it (a sheared affine has no qform).
+pub fn nifti1_header(dims: &[usize], datatype: DataType, affine: &Affine, codes: XformCodes) -> [u8; VOX_OFFSET] {
     let mut h = Out([0u8; VOX_OFFSET]);
     h.i32(0, NIFTI1_HEADER_SIZE as i32);
     h.i16(40, dims.len() as i16);
@@ -67,17 +93,21 @@ pub fn nifti1_header(dims: &[usize], datatype: DataType, affine: &Affine) -> [u8
     h.f32(112, 1.0); // scl_slope: values are stored unscaled
     h.put(123, &[UNITS_MM]);
     h.put(148, DESCRIPTION);
-    if let Some(q) = q {
-        h.i16(252, XFORM_SCANNER);
+    if let Some(q) = q.filter(|_| codes.qform > 0) {
+        h.i16(252, codes.qform);
         for (i, v) in q.bcd.iter().enumerate() {
             h.f32(256 + 4 * i, *v);
         }
+        for i in 0..3 {
+            h.f32(268 + 4 * i, affine[i][3]);
+        }
     }
-    h.i16(254, XFORM_SCANNER);
-    for i in 0..3 {
-        h.f32(268 + 4 * i, affine[i][3]);
-        for j in 0..4 {
-            h.f32(280 + 16 * i + 4 * j, affine[i][j]);
+    if codes.sform > 0 {
+        h.i16(254, codes.sform);
+        for i in 0..3 {
+            for j in 0..4 {
+                h.f32(280 + 16 * i + 4 * j, affine[i][j]);
+            }
         }
     }
     h.put(344, b"n+1\0");

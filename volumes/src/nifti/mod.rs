@@ -32,10 +32,12 @@ pub use affine::quaternion_to_rotation;
 pub use buffer::COMPRESSED_SPARE_MAX_BYTES;
 pub(crate) use buffer::{give_back_f32, give_back_u16, reuse_or_zeroed_f32, zeroed_f32, zeroed_u16};
 pub use datatype::DataType;
-pub use encode::{Quaternion, quaternion_of};
+pub use encode::{Quaternion, XformCodes, quaternion_of};
 pub use gzip::is_gzip;
 pub use header::Header;
-pub use orientation::{io_orientation, orientation_codes, reorient_labels_to_ras, reorient_volume_to_ras};
+pub use orientation::{
+    AxisCodes, Reorientation, io_orientation, orientation_codes, reorient_labels_to_ras, reorient_volume_to_ras,
+};
 pub use patch_reader::PatchReader;
 pub use raw::{Endian, Format};
 pub use read::{
@@ -45,7 +47,7 @@ pub use read::{
 pub use stored::{
     StoredChannel, StoredImage, StoredType, StoredValue, common_stored_type, read_stored, stored_bytes, stored_mean_std,
 };
-pub use write::{write_labels, write_volume};
+pub use write::{write_labels, write_labels_with_codes, write_volume, write_volume_with_codes};
 
 /// Parses a header from the first bytes of a file (already decompressed), for tools and fuzzing.
 pub fn parse_header_bytes(name: &std::path::Path, bytes: &[u8]) -> crate::error::Result<Header> {

@@ -11,7 +11,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 
 use super::datatype::DataType;
-use super::encode::nifti1_header;
+use super::encode::{XformCodes, nifti1_header};
 use crate::error::{Result, VolumeError};
 use crate::volume::{Affine, Labels, Volume};
 
@@ -20,21 +20,38 @@ const GZIP_LEVEL: u32 = 1;
 /// NIfTI-1 stores dimensions as int16.
 const MAX_NIFTI1_DIM: usize = i16::MAX as usize;
 
-/// Writes a volume (4-D when it has several channels) with voxels stored as `dtype`.
+/// Writes a volume (4-D when it has several channels) with voxels stored as `dtype`, in scanner coordinates.
 pub fn write_volume(path: &Path, v: &Volume, dtype: DataType) -> Result<()> {
+    write_volume_with_codes(path, v, dtype, XformCodes::default())
+}
+
+/// [`write_volume`] declaring `codes` (those of the file it was made from).
+pub fn write_volume_with_codes(path: &Path, v: &Volume, dtype: DataType, codes: XformCodes) -> Result<()> {
     let dims: Vec<usize> =
         if v.channels > 1 { vec![v.shape[0], v.shape[1], v.shape[2], v.channels] } else { v.shape.to_vec() };
     let bytes = encode_values(path, dtype, v.data.iter().map(|&x| f64::from(x)), v.data.len())?;
-    write_file(path, &dims, dtype, &v.affine, &bytes)
+    write_file(path, &dims, dtype, &v.affine, codes, &bytes)
 }
 
-/// Writes a label map with voxels stored as `dtype` (every label must fit in it).
+/// Writes a label map with voxels stored as `dtype` (every label must fit in it), in scanner coordinates.
 pub fn write_labels(path: &Path, l: &Labels, dtype: DataType) -> Result<()> {
-    let bytes = encode_values(path, dtype, l.data.iter().map(|&x| f64::from(x)), l.data.len())?;
-    write_file(path, &l.shape, dtype, &l.affine, &bytes)
+    write_labels_with_codes(path, l, dtype, XformCodes::default())
 }
 
-fn write_file(path: &Path, dims: &[usize], dtype: DataType, affine: &Affine, voxels: &[u8]) -> Result<()> {
+/// [`write_labels`] declaring `codes` (those of the file it was made from).
+pub fn write_labels_with_codes(path: &Path, l: &Labels, dtype: DataType, codes: XformCodes) -> Result<()> {
+    let bytes = encode_values(path, dtype, l.data.iter().map(|&x| f64::from(x)), l.data.len())?;
+    write_file(path, &l.shape, dtype, &l.affine, codes, &bytes)
+}
+
+fn write_file(
+    path: &Path,
+    dims: &[usize],
+    dtype: DataType,
+    affine: &Affine,
+    codes: XformCodes,
+    voxels: &[u8],
+) -> Result<()> {
     if let Some(&big) = dims.iter().find(|&&d| d > MAX_NIFTI1_DIM || d == 0) {
         return Err(VolumeError::Unrepresentable {
             path: path.to_path_buf(),
@@ -42,7 +59,7 @@ fn write_file(path: &Path, dims: &[usize], dtype: DataType, affine: &Affine, vox
             problem: format!("dimension {big} outside NIfTI-1's 1..={MAX_NIFTI1_DIM}"),
         });
     }
-    let header = nifti1_header(dims, dtype, affine);
+    let header = nifti1_header(dims, dtype, affine, codes);
     let io = |e| VolumeError::io(path, e);
     let file = BufWriter::new(File::create(path).map_err(io)?);
     let gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
