@@ -19,6 +19,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Write a synthetic phantom dataset in the Medical Segmentation Decathlon layout.
     Phantoms(cmd::phantoms::Args),
+    /// Check a dataset for every problem training would hit (`dataset check DIR|--config FILE`).
+    Dataset(cmd::dataset::Args),
     /// Plan batch, accumulation, precision, norm, checkpointing and patch for a device's memory.
     Plan(cmd::plan::Args),
     /// Train the planned network (default: the built-in phantom experiment).
@@ -45,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Phantoms(a) => cmd::phantoms::run(a),
+        Command::Dataset(a) => cmd::dataset::run(a),
         Command::Plan(a) => cmd::plan::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Predict(a) => cmd::predict::run(a),

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_loader;
 pub mod bench_planner;
 pub mod calibrate;
+pub mod dataset;
 pub mod inspect;
 pub mod phantoms;
 pub mod plan;

@@ -169,10 +169,6 @@ pub fn found_label_space(dataset: &Dataset) -> Result<LabelSpace> {
     LabelSpace::new(pairs, LabelSource::FoundInData, &dataset.root)
 }
 
-fn require_file(path: PathBuf, json_path: &Path) -> Result<PathBuf> {
-    if path.is_file() { Ok(path) } else { Err(dataset_error(json_path, format!("missing file {}", path.display()))) }
-}
-
 /// `./imagesTr/x.nii.gz` relative to `root`.
 fn relative(root: &Path, entry: &str) -> PathBuf {
     root.join(entry.trim_start_matches("./"))
@@ -193,9 +189,50 @@ fn matching(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<(String, PathB
     Ok(out)
 }
 
+/// Something wrong with a dataset's files found while listing them: the file (or folder) it concerns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListingProblem {
+    /// The case it belongs to, when it belongs to one.
+    pub case: Option<String>,
+    pub path: PathBuf,
+    pub problem: String,
+}
+
+/// What listing a dataset found: its complete cases, the problems that make it unusable for training
+/// (missing files, counts that disagree), and warnings that do not (images nobody labelled).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    /// The cases whose every file exists.
+    pub dataset: Dataset,
+    pub problems: Vec<ListingProblem>,
+    pub warnings: Vec<ListingProblem>,
+}
+
+impl Listing {
+    /// The dataset, or the first problem as the error training stops on.
+    pub fn strict(self) -> Result<Dataset> {
+        match self.problems.into_iter().next() {
+            Some(p) => Err(dataset_error(&p.path, p.problem)),
+            None => Ok(self.dataset),
+        }
+    }
+
+    fn problem(&mut self, case: Option<&str>, path: &Path, problem: impl Into<String>) {
+        let case = case.map(String::from);
+        self.problems.push(ListingProblem { case, path: path.to_path_buf(), problem: problem.into() });
+    }
+}
+
 impl Dataset {
-    /// Opens an MSD or nnU-Net v2 raw dataset rooted at `root`.
+    /// Opens an MSD or nnU-Net v2 raw dataset rooted at `root`; the first problem of [`Dataset::list_msd`] is
+    /// the error.
     pub fn open_msd(root: &Path) -> Result<Self> {
+        Self::list_msd(root)?.strict()
+    }
+
+    /// Lists an MSD or nnU-Net v2 raw dataset, collecting every missing file instead of stopping at the
+    /// first. Only a `dataset.json` that cannot be read or understood is an error.
+    pub fn list_msd(root: &Path) -> Result<Listing> {
         let json_path = root.join("dataset.json");
         let text = std::fs::read_to_string(&json_path).map_err(|e| VolumeError::io(&json_path, e))?;
         let json: Value =
@@ -206,19 +243,26 @@ impl Dataset {
             .ok_or_else(|| dataset_error(&json_path, "neither channel_names nor modality is present"))?;
         let channel_names = channel_names(&json_path, channels_value)?;
         let labels = Some(label_space(&json_path, json.get("labels").unwrap_or(&Value::Null))?);
-        let cases = match json.get("training").and_then(Value::as_array) {
-            Some(list) if Self::lists_four_d_images(root, list) => Self::msd_cases(root, &json_path, list)?,
-            _ => Self::nnunet_cases(root, &json_path, &json, channel_names.len())?,
+        let dataset = Dataset { root: root.to_path_buf(), channel_names, labels, cases: Vec::new() };
+        let mut listing = Listing { dataset, problems: Vec::new(), warnings: Vec::new() };
+        let listed = match json.get("training").and_then(Value::as_array) {
+            Some(list) if Self::lists_four_d_images(root, list) => {
+                Self::msd_cases(root, &json_path, list, &mut listing)
+            }
+            _ => {
+                let channels = listing.dataset.channel_names.len();
+                Self::nnunet_cases(root, &json, channels, &mut listing)?
+            }
         };
         if let Some(n) = json.get("numTraining").and_then(Value::as_u64)
-            && n as usize != cases.len()
+            && n as usize != listed
         {
-            return Err(dataset_error(&json_path, format!("numTraining is {n} but {} cases were found", cases.len())));
+            listing.problem(None, &json_path, format!("numTraining is {n} but {listed} cases were found"));
         }
-        if cases.is_empty() {
-            return Err(dataset_error(&json_path, "no training cases"));
+        if listed == 0 {
+            listing.problem(None, &json_path, "no training cases");
         }
-        Ok(Self { root: root.to_path_buf(), channel_names, labels, cases })
+        Ok(listing)
     }
 
     /// MSD's original layout lists 4-D image files that exist under their own names.
@@ -229,39 +273,72 @@ impl Dataset {
             .is_some_and(|img| relative(root, img).is_file())
     }
 
-    fn msd_cases(root: &Path, json_path: &Path, list: &[Value]) -> Result<Vec<CaseFiles>> {
-        list.iter()
-            .map(|entry| {
-                let field = |name: &str| {
-                    entry.get(name).and_then(Value::as_str).ok_or_else(|| {
-                        dataset_error(json_path, format!("training entry {entry} has no string {name:?}"))
-                    })
-                };
-                let image = require_file(relative(root, field("image")?), json_path)?;
-                let label = require_file(relative(root, field("label")?), json_path)?;
-                let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let id = name.trim_end_matches(".gz").trim_end_matches(".nii").to_string();
-                Ok(CaseFiles { id, images: ImageFiles::FourD(image), label })
-            })
-            .collect()
+    /// The `training` entries of an original MSD dataset.json; returns how many were listed.
+    fn msd_cases(root: &Path, json_path: &Path, list: &[Value], listing: &mut Listing) -> usize {
+        for entry in list {
+            let field = |name: &str| entry.get(name).and_then(Value::as_str).map(|p| relative(root, p));
+            let (Some(image), Some(label)) = (field("image"), field("label")) else {
+                let problem = format!("training entry {entry} has no string \"image\" and \"label\"");
+                listing.problem(None, json_path, problem);
+                continue;
+            };
+            let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let id = name.trim_end_matches(".gz").trim_end_matches(".nii").to_string();
+            let mut complete = true;
+            for path in [&image, &label] {
+                if !path.is_file() {
+                    listing.problem(Some(&id), json_path, format!("missing file {}", path.display()));
+                    complete = false;
+                }
+            }
+            if complete {
+                listing.dataset.cases.push(CaseFiles { id, images: ImageFiles::FourD(image), label });
+            }
+        }
+        list.len()
     }
 
-    fn nnunet_cases(root: &Path, json_path: &Path, json: &Value, channels: usize) -> Result<Vec<CaseFiles>> {
+    /// The cases of an nnU-Net v2 dataset: one per label file, with `channels` image files each; images
+    /// whose case has no label file are warnings. Returns how many label files were found.
+    fn nnunet_cases(root: &Path, json: &Value, channels: usize, listing: &mut Listing) -> Result<usize> {
         let ending = json.get("file_ending").and_then(Value::as_str).unwrap_or(".nii.gz");
-        let labels_dir = root.join("labelsTr");
-        matching(&labels_dir, "", ending)?
-            .into_iter()
-            .map(|(id, label)| {
-                let images = (0..channels)
-                    .map(|c| require_file(root.join("imagesTr").join(format!("{id}_{c:04}{ending}")), json_path))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(CaseFiles { id, images: ImageFiles::PerChannel(images), label })
-            })
-            .collect()
+        let json_path = root.join("dataset.json");
+        let labelled = matching(&root.join("labelsTr"), "", ending)?;
+        let images_dir = root.join("imagesTr");
+        for (id, label) in &labelled {
+            let images: Vec<PathBuf> = (0..channels).map(|c| images_dir.join(format!("{id}_{c:04}{ending}"))).collect();
+            let missing: Vec<&PathBuf> = images.iter().filter(|p| !p.is_file()).collect();
+            for path in &missing {
+                listing.problem(Some(id), &json_path, format!("missing file {}", path.display()));
+            }
+            if missing.is_empty() {
+                let case = CaseFiles { id: id.clone(), images: ImageFiles::PerChannel(images), label: label.clone() };
+                listing.dataset.cases.push(case);
+            }
+        }
+        if images_dir.is_dir() {
+            for (stem, path) in matching(&images_dir, "", ending)? {
+                let case = stem.rsplit_once('_').map_or(stem.as_str(), |(case, _)| case);
+                if !labelled.iter().any(|(id, _)| id == case) {
+                    listing.warnings.push(ListingProblem {
+                        case: Some(case.to_string()),
+                        path: path.clone(),
+                        problem: format!("image without a label file (labelsTr/{case}{ending}): not trained on"),
+                    });
+                }
+            }
+        }
+        Ok(labelled.len())
     }
 
-    /// Pairs `images/<pattern>` with `labels/<pattern>` by the part matched by `*`.
+    /// Pairs `images/<pattern>` with `labels/<pattern>` by the part matched by `*`; the first problem of
+    /// [`Dataset::list_folder`] is the error.
     pub fn open_folder(images: &Path, labels: &Path, image_pattern: &str, label_pattern: &str) -> Result<Self> {
+        Self::list_folder(images, labels, image_pattern, label_pattern)?.strict()
+    }
+
+    /// Lists a folder dataset, collecting every image without a label and label without an image.
+    pub fn list_folder(images: &Path, labels: &Path, image_pattern: &str, label_pattern: &str) -> Result<Listing> {
         let split = |pattern: &str, dir: &Path| -> Result<(String, String)> {
             match pattern.split_once('*') {
                 Some((a, b)) if !b.contains('*') => Ok((a.to_string(), b.to_string())),
@@ -272,23 +349,29 @@ impl Dataset {
         let (lp, ls) = split(label_pattern, labels)?;
         let image_files = matching(images, &ip, &is)?;
         let mut label_files: BTreeMap<String, PathBuf> = matching(labels, &lp, &ls)?.into_iter().collect();
-        let mut cases = Vec::with_capacity(image_files.len());
+        let dataset =
+            Dataset { root: images.to_path_buf(), channel_names: vec!["0".into()], labels: None, cases: Vec::new() };
+        let mut listing = Listing { dataset, problems: Vec::new(), warnings: Vec::new() };
+        let found = image_files.len();
         for (id, image) in image_files {
-            let label = label_files.remove(&id).ok_or_else(|| {
-                dataset_error(labels, format!("no label matching {label_pattern:?} for image {}", image.display()))
-            })?;
-            cases.push(CaseFiles { id, images: ImageFiles::PerChannel(vec![image]), label });
+            match label_files.remove(&id) {
+                Some(label) => {
+                    listing.dataset.cases.push(CaseFiles { id, images: ImageFiles::PerChannel(vec![image]), label })
+                }
+                None => {
+                    let problem = format!("no label matching {label_pattern:?} for image {}", image.display());
+                    listing.problem(Some(&id), labels, problem);
+                }
+            }
         }
-        if let Some((_, orphan)) = label_files.into_iter().next() {
-            return Err(dataset_error(
-                images,
-                format!("no image matching {image_pattern:?} for label {}", orphan.display()),
-            ));
+        for (id, orphan) in label_files {
+            let problem = format!("no image matching {image_pattern:?} for label {}", orphan.display());
+            listing.problem(Some(&id), images, problem);
         }
-        if cases.is_empty() {
-            return Err(dataset_error(images, format!("no files match {image_pattern:?}")));
+        if found == 0 {
+            listing.problem(None, images, format!("no files match {image_pattern:?}"));
         }
-        Ok(Self { root: images.to_path_buf(), channel_names: vec!["0".into()], labels: None, cases })
+        Ok(listing)
     }
 }
 
@@ -313,7 +396,7 @@ pub fn describe_groups(groups: &[(AxisCodes, usize, PathBuf)]) -> String {
 }
 
 /// Largest absolute difference between two affines.
-fn affine_distance(a: &Affine, b: &Affine) -> f64 {
+pub(crate) fn affine_distance(a: &Affine, b: &Affine) -> f64 {
     a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }
 

@@ -15,6 +15,7 @@ pub mod bench_loader;
 pub mod case_view;
 pub mod crop;
 pub mod dataset;
+pub mod dataset_check;
 pub mod fingerprint;
 pub mod grid;
 pub mod label_space;
