@@ -1,14 +1,32 @@
 //! The `voxplan` command line: parses arguments and calls the libraries. No logic lives here.
 
 mod cmd;
+mod exit;
+mod signals;
 
-use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "voxplan", version, about = "Plan, train and run 3D segmentation networks on medical volumes")]
+#[command(
+    name = "voxplan",
+    version,
+    about = "Plan, train and run 3D segmentation networks on medical volumes",
+    after_help = exit::TABLE
+)]
 struct Cli {
+    /// Log lines on stderr: `text` (colours only on a terminal) or `json` (one object per line).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -35,14 +53,15 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VOXPLAN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VOXPLAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        // Escape sequences only where a terminal renders them: a batch job's log file stays plain text.
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
     let result = match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Bench(a) => cmd::bench::run(a),
@@ -55,10 +74,14 @@ fn main() -> std::process::ExitCode {
         Command::ProbeStep => cmd::probe_step::run(),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => std::process::ExitCode::from(exit::SUCCESS),
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
-            std::process::ExitCode::FAILURE
+            let code = exit::code_of(&e);
+            match cli.log_format {
+                LogFormat::Text => eprintln!("error: {}", one_line(&e)),
+                LogFormat::Json => tracing::error!(exit_code = code, "error: {}", one_line(&e)),
+            }
+            std::process::ExitCode::from(code)
         }
     }
 }

@@ -27,9 +27,9 @@ impl FromStr for DeviceRequest {
     type Err = PipelineError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || PipelineError::Device {
-            requested: s.to_string(),
-            problem: "expected `auto`, `cpu`, `cuda` or `cuda:N`".into(),
+        let bad = || PipelineError::Option {
+            field: "--device".into(),
+            problem: format!("{s:?}: expected `auto`, `cpu`, `cuda` or `cuda:N`"),
         };
         match s.trim() {
             "auto" => Ok(Self::Auto),

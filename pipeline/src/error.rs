@@ -26,6 +26,13 @@ pub enum PipelineError {
     /// The device ran out of memory and re-planning could not recover.
     #[error("out of device memory: {problem}")]
     OutOfMemory { problem: String },
+    /// A stop was requested (a signal, a queue's cancel): the run finished the optimizer step in progress and
+    /// wrote its checkpoint; the same command resumes it.
+    #[error("interrupted at optimizer step {step} (epoch {}): checkpoint written to {}; run the same command again to resume", epoch + 1, checkpoint.display())]
+    Interrupted { step: usize, epoch: usize, checkpoint: PathBuf },
+    /// A stop was requested during `predict`: the files finished so far are written, the rest are not.
+    #[error("interrupted after {done} of {total} files; run the same command with --skip-existing to finish")]
+    PredictInterrupted { done: usize, total: usize },
     /// A training or prediction option is invalid; `field` names it.
     #[error("invalid {field}: {problem}")]
     Option { field: String, problem: String },

@@ -25,6 +25,7 @@ use crate::error::PipelineError;
 use crate::model::{UNet, UNetConfig};
 use crate::sliding_window::predict_volume;
 use crate::trainer::checkpoint::{self, TrainState};
+use crate::trainer::stop::StopRequest;
 
 /// Suffix of the sidecar that names a probabilities file's channels.
 const CHANNELS_SIDECAR_SUFFIX: &str = ".json";
@@ -41,6 +42,11 @@ pub struct PredictOptions {
     pub device: DeviceRequest,
     /// Memory budget for choosing windows per pass, bytes (default: the device's free memory).
     pub budget_bytes: Option<u64>,
+    /// Leave inputs whose outputs already exist alone: a requeued job finishes what an interrupted one
+    /// left (outputs appear by rename, so one that exists is whole).
+    pub skip_existing: bool,
+    /// Set (by a signal handler) to stop before the next file.
+    pub stop: StopRequest,
 }
 
 /// One segmented file.
@@ -65,7 +71,8 @@ pub struct PredictedFile {
 pub fn predict(options: &PredictOptions) -> Result<Vec<PredictedFile>, PipelineError> {
     let device = device::resolve(options.device)?;
     tracing::info!("predicting on {device}");
-    let dir = checkpoint::resolve_inference_dir(&options.checkpoint)?;
+    let dir = checkpoint::resolve_inference_dir(&options.checkpoint)
+        .map_err(|e| crate::trainer::session::as_option("--checkpoint", e))?;
     let state = checkpoint::load_state(&dir)?;
     let inputs = list_inputs(&options.input)?;
     std::fs::create_dir_all(&options.output)
@@ -119,7 +126,17 @@ fn predict_on<B: Backend>(
     let profile = device::run_profile(&selector)?;
     let preprocessing = &state.preprocessing;
     let mut out = Vec::with_capacity(inputs.len());
-    for input in inputs {
+    for (done, input) in inputs.iter().enumerate() {
+        if options.stop.is_requested() {
+            return Err(PipelineError::PredictInterrupted { done, total: inputs.len() });
+        }
+        let name = file_name(input);
+        let labels_path = options.output.join(&name);
+        let probabilities_path = options.output.join(probabilities_name(&name));
+        if options.skip_existing && labels_path.is_file() && (!options.probabilities || probabilities_path.is_file()) {
+            tracing::info!("{}: {} exists, skipped", input.display(), labels_path.display());
+            continue;
+        }
         let started = Instant::now();
         // The output declares the input's qform/sform codes as well as its affine, so a viewer places both
         // in the same space.
@@ -157,11 +174,8 @@ fn predict_on<B: Backend>(
             None => on_input_grid,
         };
         label_space.decode_in_place(&mut labels.data);
-        let name = file_name(input);
-        let labels_path = options.output.join(&name);
-        write_labels_with_codes(&labels_path, &labels, label_datatype(&label_space), codes)?;
         let probabilities = if options.probabilities {
-            let path = options.output.join(probabilities_name(&name));
+            let path = probabilities_path;
             let on_network_grid =
                 Volume { data: probs.data.clone(), shape: probs.shape, channels: classes, affine: volume.affine };
             let restored = preprocessing.restore_volume(on_network_grid, oriented_shape, oriented_affine);
@@ -169,12 +183,16 @@ fn predict_on<B: Backend>(
                 Some(r) => Volume { affine, ..r.inverse().apply_volume(&restored) },
                 None => restored,
             };
-            write_volume_with_codes(&path, &restored, DataType::F32, codes)?;
             write_channel_names(&path, &label_space)?;
+            write_whole(&path, |partial| write_volume_with_codes(partial, &restored, DataType::F32, codes))?;
             Some(path)
         } else {
             None
         };
+        // Last, so that a label map that exists means its probabilities do too (--skip-existing).
+        write_whole(&labels_path, |partial| {
+            write_labels_with_codes(partial, &labels, label_datatype(&label_space), codes)
+        })?;
         tracing::info!(
             "{} → {} ({} windows, {} per pass, {:.1} s)",
             input.display(),
@@ -256,6 +274,15 @@ fn is_nifti(p: &Path) -> bool {
 
 fn file_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "prediction.nii.gz".into())
+}
+
+/// Writes `path` through a hidden partial file in the same folder and a rename, so that an interrupted
+/// prediction never leaves a truncated image under the real name. The partial name keeps the extension,
+/// which decides whether the writer compresses.
+fn write_whole(path: &Path, write: impl FnOnce(&Path) -> voxplan_volumes::Result<()>) -> Result<(), PipelineError> {
+    let partial = path.with_file_name(format!(".partial.{}", file_name(path)));
+    write(&partial)?;
+    std::fs::rename(&partial, path).map_err(|source| PipelineError::Io { path: path.to_path_buf(), source })
 }
 
 /// The smallest NIfTI type that holds every declared value: `uint8` for values up to 255 (most masks),

@@ -91,6 +91,8 @@ fn check(target_spacing: Option<[f64; 3]>) {
         probabilities: true,
         device: DeviceRequest::Cpu,
         budget_bytes: None,
+        skip_existing: false,
+        stop: voxplan_pipeline::trainer::StopRequest::new(),
     })
     .unwrap();
     assert_eq!(files.len(), 1);

@@ -26,6 +26,10 @@ pub struct Args {
     /// Memory budget for sizing windows per pass, e.g. `4GiB`.
     #[arg(long)]
     budget: Option<String>,
+    /// Skip inputs whose outputs already exist (they are written whole or not at all): how a requeued job
+    /// finishes what an interrupted one started.
+    #[arg(long)]
+    skip_existing: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -38,6 +42,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         probabilities: args.probabilities,
         device,
         budget_bytes,
+        skip_existing: args.skip_existing,
+        stop: crate::signals::stop_on_signals()?,
     })
     .context("prediction failed")?;
     for f in files {

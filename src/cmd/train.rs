@@ -14,11 +14,12 @@ pub struct Args {
     /// `auto` (CUDA if it works, else CPU), `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Continue from a run directory or checkpoint directory.
+    /// Continue from a run directory or checkpoint directory (also with a changed experiment). Without it, a
+    /// --run-dir that holds a run of the same experiment is continued, and a finished one left alone.
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// Where checkpoints, metrics.jsonl, plan.json and weights.safetensors go (default: runs/<experiment>;
-    /// with --resume, the run being resumed).
+    /// Where checkpoints, metrics.jsonl, plan.json, experiment.json and weights.safetensors go (default:
+    /// runs/<experiment>; with --resume, the run being resumed).
     #[arg(long)]
     run_dir: Option<PathBuf>,
     /// Memory budget instead of the device's free memory, e.g. `6GiB`.
@@ -41,10 +42,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let summary = train(
         &experiment,
-        &TrainOptions { device, resume: args.resume, run_dir, budget_bytes, stop_after_epochs: args.stop_after_epochs },
+        &TrainOptions {
+            device,
+            resume: args.resume,
+            run_dir,
+            budget_bytes,
+            stop_after_epochs: args.stop_after_epochs,
+            stop: crate::signals::stop_on_signals()?,
+        },
     )
     .context("training failed")?;
+    if summary.already_finished {
+        println!("run          {} (already finished: nothing to train)", summary.run_dir.display());
+        println!("epochs       {} ({} optimizer steps)", summary.epochs_done, summary.optimizer_steps);
+        if let Some(d) = summary.best_dice {
+            println!("best Dice    {d:.4}");
+        }
+        println!("weights      {}", summary.weights.display());
+        return Ok(());
+    }
     println!("run          {}", summary.run_dir.display());
+    if let Some(from) = &summary.resumed_from {
+        println!("resumed from {}", from.display());
+    }
     println!("device       {}", summary.device);
     println!(
         "plan         patch {:?}, batch {} × {} accumulation, {:?}, checkpointing {}",

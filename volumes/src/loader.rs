@@ -121,6 +121,8 @@ impl Schedule {
 struct WorkerPlan {
     source: Arc<dyn CaseSource>,
     schedule: Schedule,
+    /// The first sequence number produced: a run resumed mid-epoch skips what it already trained on.
+    first: u64,
     loader: LoaderConfig,
     augment: AugmentConfig,
     patch_size: [usize; 3],
@@ -146,6 +148,13 @@ impl WorkerPlan {
         let mut sent_any = false;
         for visit in (worker..self.schedule.visits.len()).step_by(self.schedule.workers) {
             let case = self.schedule.visits[visit];
+            let wanted =
+                |sample: usize| (self.first..self.schedule.total).contains(&self.schedule.sequence(visit, sample));
+            if !(0..self.schedule.samples_per_volume).any(wanted) {
+                // Every patch of this visit comes before the resume point (or after the epoch): the case is
+                // not even opened.
+                continue;
+            }
             let mut view = match self.source.open_case(case, self.loader.stream_uncompressed) {
                 Ok(v) => v,
                 Err(e) => {
@@ -156,7 +165,7 @@ impl WorkerPlan {
             let locations = ClassLocations::compute(view.labels(), self.loader.max_class_locations);
             for sample in 0..self.schedule.samples_per_volume {
                 let sequence = self.schedule.sequence(visit, sample);
-                if sequence >= self.schedule.total {
+                if !wanted(sample) {
                     continue;
                 }
                 let key = [domain::PATCH, self.seed, self.epoch, visit as u64, case as u64, sample as u64];
@@ -241,6 +250,25 @@ impl PatchLoader {
         seed: u64,
         epoch: u64,
     ) -> Result<Self> {
+        Self::start_at(source, cases, loader, augment, patch_size, batch_size, batches, seed, epoch, 0)
+    }
+
+    /// [`PatchLoader::start`] resumed at batch `first_batch` of the epoch: the batches it yields are exactly
+    /// those an uninterrupted epoch yields from that point (every patch is a pure function of its place in
+    /// the schedule), and cases whose patches all come earlier are never opened.
+    #[allow(clippy::too_many_arguments)] // as `start`, plus where to resume
+    pub fn start_at(
+        source: Arc<dyn CaseSource>,
+        cases: Vec<usize>,
+        loader: &LoaderConfig,
+        augment: &AugmentConfig,
+        patch_size: [usize; 3],
+        batch_size: usize,
+        batches: usize,
+        seed: u64,
+        epoch: u64,
+        first_batch: usize,
+    ) -> Result<Self> {
         let bad =
             |field: &str, problem: &str| Err(VolumeError::Config { field: field.into(), problem: problem.into() });
         if loader.workers == 0 {
@@ -292,9 +320,11 @@ impl PatchLoader {
         let schedule = Schedule::new(&cases, loader.workers, loader.samples_per_volume, total, seed, epoch);
         let workers = loader.workers.min(schedule.visits.len()).max(1);
         let schedule = Schedule { workers, ..schedule };
+        let first = (first_batch.min(batches) * batch_size) as u64;
         let plan = Arc::new(WorkerPlan {
             source,
             schedule: schedule.clone(),
+            first,
             loader: loader.clone(),
             augment: augment.clone(),
             patch_size,
@@ -323,7 +353,7 @@ impl PatchLoader {
             recyclers,
             handles,
             schedule,
-            next: 0,
+            next: first,
             batch_size,
             patch_size,
             waited: Duration::ZERO,

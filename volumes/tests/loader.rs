@@ -73,6 +73,41 @@ fn same_seed_epoch_and_workers_reproduce_exactly_other_epochs_differ() {
     }
 }
 
+/// A run resumed at batch k of an epoch (`start_at`) yields exactly batches k.. of the uninterrupted epoch,
+/// for any worker count, and never opens a case whose patches all came before k.
+#[test]
+fn an_epoch_resumed_at_a_batch_continues_exactly_where_it_stopped() {
+    let epoch = |source: Arc<Counting>, workers: usize, first: usize| {
+        let cfg = loader_cfg(workers);
+        let aug = AugmentConfig::default();
+        let loader =
+            PatchLoader::start_at(source, (0..6).collect(), &cfg, &aug, [16, 16, 12], 2, 9, 4, 3, first).unwrap();
+        collect(loader)
+    };
+    for workers in 1..=3 {
+        let (whole_source, _) = counting(None);
+        let whole = epoch(whole_source.clone(), workers, 0);
+        let opened_whole = whole_source.opened.load(Ordering::SeqCst);
+        assert_eq!(whole.len(), 9);
+        for first in [1, 4, 8, 9] {
+            let (source, _) = counting(None);
+            let resumed = epoch(source.clone(), workers, first);
+            assert_eq!(resumed.len(), 9 - first, "workers {workers}, first {first}");
+            assert!(resumed == whole[first..], "workers {workers}, first {first}: the same batches from there on");
+            let opened = source.opened.load(Ordering::SeqCst);
+            // Batch 4 starts at patch 8: with 3 patches per visit, at least the first two visits are skipped.
+            let skips = first >= 4;
+            assert!(
+                opened <= opened_whole && (!skips || opened < opened_whole),
+                "workers {workers}, first {first}: {opened} of {opened_whole} opened"
+            );
+            if first == 9 {
+                assert_eq!(opened, 0, "nothing left to draw, nothing opened");
+            }
+        }
+    }
+}
+
 #[test]
 fn foreground_fraction_one_puts_foreground_in_every_patch() {
     let cfg = LoaderConfig { foreground_fraction: 1.0, ..loader_cfg(2) };
@@ -157,6 +192,8 @@ fn buffer_reuse_never_leaks_into_batches_whatever_the_queue_length() {
 /// Wraps phantoms, counting how many opened cases are alive at once.
 struct Counting {
     inner: PhantomSource,
+    /// Cases opened so far.
+    opened: AtomicUsize,
     live: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
     fail_case: Option<usize>,
@@ -212,6 +249,7 @@ impl CaseSource for Counting {
     }
     fn open_case(&self, i: usize, _streamed: bool) -> Result<Box<dyn CaseView>> {
         let (volume, labels) = self.load(i)?;
+        self.opened.fetch_add(1, Ordering::SeqCst);
         let now = self.live.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
         Ok(Box::new(CountedView { inner: InMemoryCase { volume, labels }, live: Arc::clone(&self.live) }))
@@ -223,6 +261,7 @@ fn counting(fail_case: Option<usize>) -> (Arc<Counting>, Arc<AtomicUsize>) {
     let peak = Arc::new(AtomicUsize::new(0));
     let src = Counting {
         inner: PhantomSource { spec, cases: 6 },
+        opened: AtomicUsize::new(0),
         live: Arc::new(AtomicUsize::new(0)),
         peak: Arc::clone(&peak),
         fail_case,

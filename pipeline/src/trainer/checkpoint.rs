@@ -88,6 +88,19 @@ pub struct TrainState {
     /// `predict` writes those values. Absent before version 3, which trained on values `0..K−1`.
     #[serde(default)]
     pub labels: Option<LabelSpace>,
+    /// Where the epoch in progress was, when the checkpoint was written inside one (a timed checkpoint or a
+    /// stop request); `None` at an epoch boundary. A resumed run continues that epoch at the next step.
+    #[serde(default)]
+    pub epoch_progress: Option<EpochProgress>,
+}
+
+/// How far an epoch got: `steps_done` optimizer steps (validation pending when it equals the epoch's
+/// steps), with the sum of their losses for the epoch's mean.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochProgress {
+    pub epoch: usize,
+    pub steps_done: usize,
+    pub loss_sum: f64,
 }
 
 impl TrainState {

@@ -71,6 +71,41 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
+    /// Keeps what a checkpoint at `optimizer_steps` steps and `epochs_done` finished epochs includes: every
+    /// event, step records up to that step, validation records of finished epochs. A resumed run trains the
+    /// rest again, so without this a run killed between two checkpoints would log those steps twice. A line
+    /// that does not parse (one cut short by a kill) goes too. Rewritten through a temporary file and a
+    /// rename; returns how many lines were dropped.
+    pub fn keep_until(run_dir: &Path, optimizer_steps: usize, epochs_done: usize) -> Result<usize, PipelineError> {
+        let path = run_dir.join(METRICS_FILE);
+        let io = |source| PipelineError::Io { path: path.clone(), source };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io(e)),
+        };
+        let keep = |line: &str| {
+            let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else { return false };
+            let number = |key: &str| record[key].as_u64().map(|n| n as usize);
+            match record["kind"].as_str() {
+                Some("step") => number("step").is_some_and(|s| s <= optimizer_steps),
+                Some("validation") => number("epoch").is_some_and(|e| e < epochs_done),
+                _ => true,
+            }
+        };
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let kept: Vec<&str> = lines.iter().copied().filter(|l| keep(l)).collect();
+        let dropped = lines.len() - kept.len();
+        if dropped > 0 {
+            let tmp = path.with_extension("jsonl.tmp");
+            let mut body = kept.join("\n");
+            body.push('\n');
+            std::fs::write(&tmp, body).map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+        }
+        Ok(dropped)
+    }
+
     /// Opens (appending: a resumed run continues the same file) `run_dir/metrics.jsonl`.
     pub fn open(run_dir: &Path) -> Result<Self, PipelineError> {
         let path = run_dir.join(METRICS_FILE);
@@ -111,5 +146,27 @@ mod tests {
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
             .collect();
         assert_eq!(steps, vec![1, 2]);
+    }
+
+    #[test]
+    fn resuming_keeps_what_the_checkpoint_holds_and_drops_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = [
+            r#"{"kind":"step","epoch":0,"step":1}"#,
+            r#"{"kind":"step","epoch":0,"step":2}"#,
+            r#"{"kind":"validation","epoch":0,"step":2}"#,
+            r#"{"kind":"step","epoch":1,"step":3}"#,
+            r#"{"kind":"event","epoch":1,"step":3,"event":"memory_above_plan"}"#,
+            r#"{"kind":"step","epoch":1,"step":4}"#,
+            r#"{"kind":"validation","epoch":1,"step":4}"#,
+            r#"{"kind":"step","epo"#,
+        ];
+        std::fs::write(dir.path().join(METRICS_FILE), lines.join("\n")).unwrap();
+        // A checkpoint inside epoch 1 after step 3: step 4, epoch 1's validation and the torn line go.
+        assert_eq!(MetricsLog::keep_until(dir.path(), 3, 1).unwrap(), 3);
+        let kept = std::fs::read_to_string(dir.path().join(METRICS_FILE)).unwrap();
+        assert_eq!(kept.lines().collect::<Vec<_>>(), lines[..5].to_vec());
+        assert_eq!(MetricsLog::keep_until(dir.path(), 3, 1).unwrap(), 0, "nothing more to drop");
+        assert_eq!(MetricsLog::keep_until(&dir.path().join("none"), 3, 1).unwrap(), 0, "no file yet");
     }
 }

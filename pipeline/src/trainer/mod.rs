@@ -6,7 +6,9 @@ mod oom_watch;
 pub mod progress;
 pub mod session;
 pub mod step;
+pub mod stop;
 pub mod train_loop;
 pub mod validation;
 
 pub use session::{TrainOptions, TrainSummary, train};
+pub use stop::StopRequest;

@@ -20,9 +20,10 @@ use crate::error::PipelineError;
 use crate::experiment::Experiment;
 use crate::label_report::label_decision;
 use crate::memory::MemoryMeter;
-use crate::trainer::checkpoint::{self, SAFETENSORS_FILE};
+use crate::trainer::checkpoint::{self, SAFETENSORS_FILE, TrainState};
 use crate::trainer::metrics_log::{EventRecord, MetricsLog};
 use crate::trainer::oom_watch;
+use crate::trainer::stop::StopRequest;
 use crate::trainer::train_loop::{LoopOutcome, RunContext, run};
 
 /// After an out-of-memory the budget is cut to this fraction of the one that failed: enough to move the
@@ -46,7 +47,13 @@ pub struct TrainOptions {
     /// Stop (with a checkpoint) once this many epochs are done, without changing the schedule: for jobs
     /// on time-limited or preemptible machines that continue with `--resume`.
     pub stop_after_epochs: Option<usize>,
+    /// Set (by a signal handler, a queue) to stop after the optimizer step in progress, with a checkpoint.
+    pub stop: StopRequest,
 }
+
+/// The experiment a run directory was started with, as JSON: running the same command again continues that
+/// run, and a different experiment in the same directory is refused instead of mixed into it.
+pub const EXPERIMENT_FILE: &str = "experiment.json";
 
 /// What a run did.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +71,10 @@ pub struct TrainSummary {
     pub replans: usize,
     pub seconds: f64,
     pub weights: PathBuf,
+    /// The checkpoint the run continued from (`--resume`, or the run directory's own).
+    pub resumed_from: Option<PathBuf>,
+    /// The run directory held a finished run: nothing was trained.
+    pub already_finished: bool,
 }
 
 /// Trains `experiment` as `options` say.
@@ -95,14 +106,31 @@ fn train_with(
         ComputeDevice::Cuda(i) => DeviceSelector::Cuda(i),
     };
     let profile = device::run_profile(&selector)?;
-    let mut resume_from = options.resume.as_deref().map(checkpoint::resolve_resume_dir).transpose()?;
+    let mut resume_from = match options.resume.as_deref() {
+        Some(dir) => Some(checkpoint::resolve_resume_dir(dir).map_err(|e| as_option("--resume", e))?),
+        // The same command run again (a requeued or restarted job) continues the run its directory holds.
+        None => run_in_progress(&run_dir, experiment)?,
+    };
+    let first_resume = resume_from.clone();
     let mut training_plan = match &resume_from {
         Some(dir) => {
             let state = checkpoint::load_state(dir)?;
             check_same_labels(&state.label_space(), &labels, dir)?;
+            if state.epochs_done >= experiment.train.epochs && state.epoch_progress.is_none() {
+                tracing::info!(
+                    "{} holds a finished run ({} epochs): nothing to train",
+                    dir.display(),
+                    state.epochs_done
+                );
+                return Ok(finished(state, &run_dir, dir, started));
+            }
+            tracing::info!("resuming from {}", dir.display());
             state.plan
         }
-        None => make_plan(experiment, &profile, options.budget_bytes, source.as_ref(), &split.train, &run_dir)?,
+        None => {
+            write_experiment(&run_dir, experiment)?;
+            make_plan(experiment, &profile, options.budget_bytes, source.as_ref(), &split.train, &run_dir)?
+        }
     };
     let largest_validation = largest_shape(source.as_ref(), &split.validation)?;
     let mut replans = 0;
@@ -126,9 +154,14 @@ fn train_with(
             stop_after_epochs: options.stop_after_epochs,
             preprocessing: preprocessing.clone(),
             labels: labels.clone(),
+            stop: options.stop.clone(),
         };
         match attempt(&ctx, device) {
-            Ok(outcome) => return Ok(summary(outcome, &ctx, device, replans, started)),
+            Ok(outcome) => {
+                let mut done = summary(outcome, &ctx, device, replans, started);
+                done.resumed_from = first_resume;
+                return Ok(done);
+            }
             Err(Attempt::Failed(e)) => return Err(e),
             Err(Attempt::OutOfMemory(message)) => {
                 replans += 1;
@@ -159,16 +192,87 @@ fn train_with(
     }
 }
 
+/// The checkpoint a run directory holds, when the same experiment was started there: the run to continue.
+/// A directory holding another experiment's run is refused rather than mixed with this one.
+fn run_in_progress(run_dir: &std::path::Path, experiment: &Experiment) -> Result<Option<PathBuf>, PipelineError> {
+    let Ok(dir) = checkpoint::resolve_resume_dir(run_dir) else { return Ok(None) };
+    let path = run_dir.join(EXPERIMENT_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(Some(dir)) };
+    let saved: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| PipelineError::Checkpoint { path: path.clone(), problem: e.to_string() })?;
+    let current = serde_json::to_value(experiment)
+        .map_err(|e| PipelineError::Checkpoint { path: path.clone(), problem: e.to_string() })?;
+    if saved == current {
+        return Ok(Some(dir));
+    }
+    let sections: Vec<String> = current
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, value)| saved.get(key.as_str()) != Some(value))
+        .map(|(key, _)| format!("[{key}]"))
+        .collect();
+    Err(PipelineError::Option {
+        field: "--run-dir".into(),
+        problem: format!(
+            "{} holds a run of another experiment (it differs in {}); choose another --run-dir, or continue that \
+             run with this experiment with --resume {}",
+            run_dir.display(),
+            sections.join(", "),
+            run_dir.display()
+        ),
+    })
+}
+
+/// Records the experiment a fresh run starts with ([`EXPERIMENT_FILE`]).
+fn write_experiment(run_dir: &std::path::Path, experiment: &Experiment) -> Result<(), PipelineError> {
+    let path = run_dir.join(EXPERIMENT_FILE);
+    let json = serde_json::to_string_pretty(experiment)
+        .map_err(|e| PipelineError::Checkpoint { path: path.clone(), problem: e.to_string() })?;
+    std::fs::write(&path, json).map_err(|source| PipelineError::Io { path, source })
+}
+
+/// What a finished run reports when it is started again: its checkpoint's figures, nothing trained.
+fn finished(state: TrainState, run_dir: &std::path::Path, dir: &std::path::Path, started: Instant) -> TrainSummary {
+    TrainSummary {
+        run_dir: run_dir.to_path_buf(),
+        device: "none (already finished)".into(),
+        epochs_done: state.epochs_done,
+        optimizer_steps: state.optimizer_steps,
+        best_dice: state.best_dice,
+        last_loss: state.last_loss,
+        measured_peak_bytes: 0,
+        samples_per_s: 0.0,
+        skipped_steps: 0,
+        replans: 0,
+        seconds: started.elapsed().as_secs_f64(),
+        weights: run_dir.join(SAFETENSORS_FILE),
+        resumed_from: Some(dir.to_path_buf()),
+        already_finished: true,
+        plan: state.plan,
+    }
+}
+
 /// A checkpoint's output channels stand for its recorded classes; resuming it on a dataset whose classes
 /// differ would train channel `i` on another structure.
 fn check_same_labels(trained: &LabelSpace, dataset: &LabelSpace, dir: &std::path::Path) -> Result<(), PipelineError> {
     if trained.classes == dataset.classes {
         return Ok(());
     }
-    Err(PipelineError::Checkpoint {
-        path: dir.to_path_buf(),
-        problem: format!("trained on the classes {}, but the dataset's are {}", trained.summary(), dataset.summary()),
+    Err(PipelineError::Option {
+        field: "--resume".into(),
+        problem: format!(
+            "{} was trained on the classes {}, but the dataset's are {}",
+            dir.display(),
+            trained.summary(),
+            dataset.summary()
+        ),
     })
+}
+
+/// A checkpoint the user named that cannot be used: bad input, with its reason.
+pub fn as_option(field: &str, e: PipelineError) -> PipelineError {
+    PipelineError::Option { field: field.into(), problem: e.to_string() }
 }
 
 /// The training source (raw cases with the experiment's preprocessing applied in `load`) and that
@@ -259,7 +363,7 @@ fn make_plan(
         median_shape: median_shape(source, train_cases)?,
     })?;
     report.decisions.push(label_decision(&source.label_space()));
-    eprintln!("{}", render(&report, ReportFormat::Text));
+    tracing::info!("plan:\n{}", render(&report, ReportFormat::Text));
     let path = run_dir.join(PLAN_FILE);
     std::fs::write(&path, render(&report, ReportFormat::Json))
         .map_err(|source| PipelineError::Io { path: path.clone(), source })?;
@@ -381,6 +485,8 @@ fn summary(o: LoopOutcome, ctx: &RunContext, device: ComputeDevice, replans: usi
         replans,
         seconds: started.elapsed().as_secs_f64(),
         weights: ctx.run_dir.join(SAFETENSORS_FILE),
+        resumed_from: ctx.resume_from.clone(),
+        already_finished: false,
     }
 }
 
@@ -491,6 +597,7 @@ max_validation_cases = 1
             run_dir: run_dir.clone(),
             budget_bytes: Some(tightest_batch_2_budget(&exp)),
             stop_after_epochs: None,
+            stop: StopRequest::new(),
         };
         let mut attempts = Vec::new();
         let summary = train_with(&exp, &options, |ctx, device| {
@@ -509,6 +616,7 @@ max_validation_cases = 1
                 stop_after_epochs: Some(1),
                 preprocessing: ctx.preprocessing.clone(),
                 labels: ctx.labels.clone(),
+                stop: ctx.stop.clone(),
             };
             dispatch(&one_epoch, device)?;
             Err(Attempt::OutOfMemory("can't allocate buffer of size: 123 (injected after epoch 1)".into()))

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::module::AutodiffModule;
 use burn::optim::GradientsAccumulator;
@@ -23,10 +23,11 @@ use crate::memory::MemoryMeter;
 use crate::model::{UNet, UNetConfig};
 use crate::optim::{LrSchedule, TrainOptimizer, build_optimizer};
 use crate::precision::LossScaler;
-use crate::trainer::checkpoint::{self, SAFETENSORS_FILE, Slot, TrainState};
+use crate::trainer::checkpoint::{self, EpochProgress, SAFETENSORS_FILE, Slot, TrainState};
 use crate::trainer::metrics_log::{EventRecord, MetricsLog, StepRecord, ValidationRecord};
 use crate::trainer::progress::Progress;
 use crate::trainer::step::{MicroOutcome, StepPoint, micro_batch, optimizer_update};
+use crate::trainer::stop::StopRequest;
 use crate::trainer::validation::validate;
 
 /// Everything a run needs that does not depend on the backend.
@@ -47,6 +48,8 @@ pub struct RunContext<'a> {
     /// The classes `source` encodes its label maps with (the network's output channels, in order); recorded
     /// in checkpoints so `predict` writes the declared values back.
     pub labels: voxplan_volumes::LabelSpace,
+    /// Set to stop at the next optimizer step boundary with a checkpoint ([`PipelineError::Interrupted`]).
+    pub stop: StopRequest,
 }
 
 /// What a finished (or interrupted) run reports.
@@ -88,8 +91,8 @@ pub fn run<B: AutodiffBackend>(
         plan: plan.clone(),
         preprocessing: ctx.preprocessing.clone(),
         labels: Some(ctx.labels.clone()),
+        epoch_progress: None,
     };
-    let mut log = MetricsLog::open(&ctx.run_dir)?;
     if let Some(dir) = &ctx.resume_from {
         let saved = checkpoint::load_state(dir)?;
         model = checkpoint::load_model(model, dir, device)?;
@@ -97,12 +100,19 @@ pub fn run<B: AutodiffBackend>(
         if let Some(s) = saved.loss_scale {
             scaler = LossScaler::dynamic(s as f32);
         }
-        log.write(&EventRecord {
+        // Records written after the checkpoint (a run killed between two checkpoints) are trained again now:
+        // keep the file one record per step.
+        let dropped = MetricsLog::keep_until(&ctx.run_dir, saved.optimizer_steps, saved.epochs_done)?;
+        let at = match saved.epoch_progress {
+            Some(p) => format!("epoch {} step {} of {}", p.epoch + 1, p.steps_done, cfg.steps_per_epoch),
+            None => format!("the end of epoch {}", saved.epochs_done),
+        };
+        MetricsLog::open(&ctx.run_dir)?.write(&EventRecord {
             kind: "event",
             epoch: saved.epochs_done,
             step: saved.optimizer_steps,
             event: "resume".into(),
-            detail: dir.display().to_string(),
+            detail: format!("{} at {at}; {dropped} later records dropped", dir.display()),
         })?;
         state = TrainState {
             format_version: checkpoint::STATE_FORMAT_VERSION,
@@ -123,10 +133,18 @@ pub fn run<B: AutodiffBackend>(
     let mut warned_memory = false;
     let (mut samples, mut busy_s) = (0usize, 0.0f64);
 
+    let mut log = MetricsLog::open(&ctx.run_dir)?;
+    let every = Duration::from_secs_f64(cfg.checkpoint_every_minutes * 60.0);
+    let mut checkpointed_at = Instant::now();
     let end_epoch = ctx.stop_after_epochs.unwrap_or(cfg.epochs).min(cfg.epochs);
     for epoch in state.epochs_done..end_epoch {
         progress.start_epoch(epoch, cfg.epochs);
-        let mut loader = PatchLoader::start(
+        // A checkpoint written inside this epoch: go on at its next step, with the same data.
+        let (first_step, mut epoch_loss) = match state.epoch_progress.filter(|p| p.epoch == epoch) {
+            Some(p) => (p.steps_done.min(cfg.steps_per_epoch), p.loss_sum),
+            None => (0, 0.0),
+        };
+        let mut loader = PatchLoader::start_at(
             ctx.source.clone(),
             ctx.split.train.clone(),
             &exp.loader,
@@ -136,9 +154,9 @@ pub fn run<B: AutodiffBackend>(
             cfg.steps_per_epoch * accum,
             exp.seed,
             epoch as u64,
+            first_step * accum,
         )?;
-        let mut epoch_loss = 0.0;
-        for step_in_epoch in 0..cfg.steps_per_epoch {
+        for step_in_epoch in first_step..cfg.steps_per_epoch {
             let started = Instant::now();
             let waited_before = loader.waited();
             meter.begin_step();
@@ -197,6 +215,7 @@ pub fn run<B: AutodiffBackend>(
             let step_samples = plan.batch_size * accum;
             let rate = step_samples as f64 / elapsed.max(1e-9);
             epoch_loss += step_loss;
+            state.epoch_progress = Some(EpochProgress { epoch, steps_done: step_in_epoch + 1, loss_sum: epoch_loss });
             let planned_step = plan.predicted_step_bytes();
             let loader_bound = meter.includes_loader().then(|| loader.memory_bound_bytes());
             let comparable = planned_step + loader_bound.unwrap_or(0);
@@ -243,18 +262,34 @@ pub fn run<B: AutodiffBackend>(
                 loss_scale: scaler.is_enabled().then_some(scaler.scale() as f64),
             })?;
             progress.step(epoch, step_in_epoch, step_loss, rate);
+            state.loss_scale = scaler.is_enabled().then_some(scaler.scale() as f64);
+            let inside_epoch = step_in_epoch + 1 < cfg.steps_per_epoch;
+            if ctx.stop.is_requested() {
+                progress.finish();
+                return Err(interrupted(ctx, &model, &optimizer, &state, &mut log)?);
+            }
+            if inside_epoch && checkpointed_at.elapsed() >= every {
+                checkpoint::save(&ctx.run_dir, Slot::Last, &model, |p| optimizer.save(p), &state)?;
+                checkpointed_at = Instant::now();
+            }
         }
         drop(loader);
-        state.epochs_done = epoch + 1;
         state.last_loss = Some(epoch_loss / cfg.steps_per_epoch.max(1) as f64);
-        state.loss_scale = scaler.is_enabled().then_some(scaler.scale() as f64);
 
         let last_epoch = epoch + 1 == end_epoch;
         let mut improved = false;
         if last_epoch || (cfg.validate_every > 0 && (epoch + 1) % cfg.validate_every == 0) {
             let cases = validation_cases(&ctx.split, cfg.max_validation_cases);
-            let result =
-                validate(&model.valid(), &ctx.source, &cases, plan.patch_size, classes, ctx.windows_per_pass, device)?;
+            let valid = model.valid();
+            let windows = ctx.windows_per_pass;
+            let validated =
+                validate(&valid, &ctx.source, &cases, plan.patch_size, classes, windows, &ctx.stop, device)?;
+            let Some(result) = validated else {
+                // Stopped between validation cases: the checkpoint says the epoch's steps are done and its
+                // validation is not, so the resumed run validates it from the first case.
+                progress.finish();
+                return Err(interrupted(ctx, &model, &optimizer, &state, &mut log)?);
+            };
             let dice = result.mean_dice.unwrap_or(0.0);
             progress.println(&format!(
                 "epoch {}: train loss {:.4}, validation mean Dice {dice:.4} on {} cases ({:.1} s): {}",
@@ -279,10 +314,17 @@ pub fn run<B: AutodiffBackend>(
                 improved = true;
             }
         }
+        state.epochs_done = epoch + 1;
+        state.epoch_progress = None;
         checkpoint::save(&ctx.run_dir, Slot::Last, &model, |p| optimizer.save(p), &state)?;
+        checkpointed_at = Instant::now();
         if improved {
             checkpoint::save(&ctx.run_dir, Slot::Best, &model, |p| optimizer.save(p), &state)?;
             checkpoint::export_safetensors(&model.valid(), &ctx.run_dir.join(SAFETENSORS_FILE), plan)?;
+        }
+        if ctx.stop.is_requested() && epoch + 1 < end_epoch {
+            progress.finish();
+            return Err(interrupted_at_boundary(ctx, &state, &mut log)?);
         }
     }
     progress.finish();
@@ -295,6 +337,38 @@ pub fn run<B: AutodiffBackend>(
         samples_per_s: samples as f64 / busy_s.max(1e-9),
         skipped_steps: scaler.skipped_steps(),
     })
+}
+
+/// Writes the last checkpoint where the run stands (inside an epoch, its progress recorded) and logs the
+/// stop; the error the run then ends with.
+fn interrupted<B: AutodiffBackend>(
+    ctx: &RunContext,
+    model: &UNet<B>,
+    optimizer: &TrainOptimizer<B, UNet<B>>,
+    state: &TrainState,
+    log: &mut MetricsLog,
+) -> Result<PipelineError, PipelineError> {
+    checkpoint::save(&ctx.run_dir, Slot::Last, model, |p| optimizer.save(p), state)?;
+    interrupted_at_boundary(ctx, state, log)
+}
+
+/// The stop after a checkpoint that is already written.
+fn interrupted_at_boundary(
+    ctx: &RunContext,
+    state: &TrainState,
+    log: &mut MetricsLog,
+) -> Result<PipelineError, PipelineError> {
+    let epoch = state.epoch_progress.map_or(state.epochs_done, |p| p.epoch);
+    let checkpoint = checkpoint::slot_dir(&ctx.run_dir, Slot::Last);
+    log.write(&EventRecord {
+        kind: "event",
+        epoch,
+        step: state.optimizer_steps,
+        event: "interrupted".into(),
+        detail: format!("stop requested; checkpoint {}", checkpoint.display()),
+    })?;
+    tracing::warn!("stop requested: checkpoint written at optimizer step {}", state.optimizer_steps);
+    Ok(PipelineError::Interrupted { step: state.optimizer_steps, epoch, checkpoint })
 }
 
 /// The validation cases used, in split order, capped by `max`.

@@ -12,6 +12,7 @@ use crate::dice::{dice_per_class, mean_foreground_dice};
 use crate::error::PipelineError;
 use crate::model::UNet;
 use crate::sliding_window::predict_volume;
+use crate::trainer::stop::StopRequest;
 
 /// Dice of one validation pass.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +40,9 @@ impl ValidationResult {
     }
 }
 
-/// Scores `model` on `cases` of `source`.
+/// Scores `model` on `cases` of `source`; `None` when `stop` was requested before the last case (a pass over
+/// large volumes can take minutes, more than a batch system's grace period).
+#[allow(clippy::too_many_arguments)] // each is a separate input of one validation pass
 pub fn validate<B: Backend>(
     model: &UNet<B>,
     source: &Arc<dyn CaseSource>,
@@ -47,12 +50,16 @@ pub fn validate<B: Backend>(
     patch_size: [usize; 3],
     classes: usize,
     windows_per_pass: usize,
+    stop: &StopRequest,
     device: &B::Device,
-) -> Result<ValidationResult, PipelineError> {
+) -> Result<Option<ValidationResult>, PipelineError> {
     let start = Instant::now();
     let mut case_means = Vec::new();
     let mut class_sums = vec![(0.0f64, 0usize); classes.saturating_sub(1)];
     for &i in cases {
+        if stop.is_requested() {
+            return Ok(None);
+        }
         let (volume, labels) = source.load(i)?;
         let probs = predict_volume(model, &volume, patch_size, classes, windows_per_pass, device)?;
         let predicted = probs.argmax(volume.affine);
@@ -69,5 +76,5 @@ pub fn validate<B: Backend>(
     }
     let mean_dice = (!case_means.is_empty()).then(|| case_means.iter().sum::<f64>() / case_means.len() as f64);
     let per_class = class_sums.iter().map(|&(s, n)| (n > 0).then(|| s / n as f64)).collect();
-    Ok(ValidationResult { mean_dice, per_class, cases: cases.len(), seconds: start.elapsed().as_secs_f64() })
+    Ok(Some(ValidationResult { mean_dice, per_class, cases: cases.len(), seconds: start.elapsed().as_secs_f64() }))
 }

@@ -63,6 +63,7 @@ pub fn cpu_options(run_dir: &Path) -> TrainOptions {
         run_dir: run_dir.to_path_buf(),
         budget_bytes: None,
         stop_after_epochs: None,
+        stop: voxplan_pipeline::trainer::StopRequest::new(),
     }
 }
 
