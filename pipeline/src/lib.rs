@@ -4,6 +4,7 @@ pub mod device;
 pub mod dice;
 pub mod error;
 pub mod experiment;
+pub mod job_plan;
 pub mod label_report;
 pub mod loss;
 pub mod memory;

@@ -4,11 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use voxplan_pipeline::Experiment;
-use voxplan_pipeline::label_report::label_decision;
+use voxplan_pipeline::job_plan::PlanInputs;
 use voxplan_planner::{
-    DeviceSelector, PlanRequest, ReportFormat, device_profile, format_bytes, parse_budget, plan, plan_inference, render,
+    DeviceSelector, ReportFormat, device_profile, format_bytes, parse_budget, plan_inference, render,
 };
-use voxplan_volumes::{median_shape, open_geometry_source, split};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Mode {
@@ -58,20 +57,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let budget = args.budget.as_deref().map(parse_budget).transpose()?;
     // The trainer plans from the median shape of its training split, after resampling; so does the dry run,
     // from headers only (no voxel is decoded, so this stays fast on thousands of files).
-    let source = open_geometry_source(&exp.data).context("reading the dataset's headers for its median shape")?;
-    let median_shape = median_shape(source.as_ref(), &split(source.len(), &exp.data).train)?;
-    let req = PlanRequest {
-        network: exp.network.clone(),
-        settings: exp.plan.clone(),
-        device,
-        budget_bytes: budget,
-        median_shape,
-    };
-    // The dataset's classes must be the network's outputs; the report says which value trains as which.
-    let labels = source.label_space();
-    labels.check_class_count(exp.network.num_classes)?;
-    let mut report = plan(&req).with_context(|| format!("planning experiment {:?}", exp.name))?;
-    report.decisions.push(label_decision(&labels));
+    let inputs = PlanInputs::read(&exp).context("reading the dataset's headers for its median shape")?;
+    let median_shape = inputs.median_shape;
+    let report = inputs.plan(&device, budget).with_context(|| format!("planning experiment {:?}", exp.name))?;
     match args.mode {
         Mode::Train => {
             let format = match args.format {
@@ -89,14 +77,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 Some(other) => anyhow::bail!("--volume-shape needs three sizes x,y,z, got {other:?}"),
                 None => median_shape.unwrap_or(t.patch_size.map(|p| 4 * p)),
             };
-            let inf = plan_inference(&t.network, t.patch_size, volume, t.precision, &req.device, budget)?;
+            let inf = plan_inference(&t.network, t.patch_size, volume, t.precision, &device, budget)?;
             match args.format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&inf)?),
                 _ => println!(
                     "voxplan inference plan\n  device           {}\n  volume           {volume:?}, patch {:?}, {:?}\n  \
                      windows          {} per pass of {} in all\n  predicted peak   {} at {} (budget {})\n  \
                      output stitching {} (class sums + weight map, f32)",
-                    req.device.name,
+                    device.name,
                     t.patch_size,
                     t.precision,
                     inf.windows_per_pass,

@@ -8,9 +8,7 @@ use std::time::Instant;
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::flex::FlexDevice;
 use burn::backend::{Autodiff, Flex};
-use voxplan_planner::{
-    DeviceProfile, DeviceSelector, PlanRequest, ReportFormat, TrainingPlan, plan, plan_inference, render,
-};
+use voxplan_planner::{DeviceProfile, DeviceSelector, ReportFormat, TrainingPlan, plan_inference, render};
 use voxplan_volumes::preprocess::Preprocessing;
 use voxplan_volumes::source::{PreprocessedSource, open_raw_source};
 use voxplan_volumes::{CaseSource, LabelSpace, median_shape, split};
@@ -18,7 +16,7 @@ use voxplan_volumes::{CaseSource, LabelSpace, median_shape, split};
 use crate::device::{self, ComputeDevice, DeviceRequest};
 use crate::error::PipelineError;
 use crate::experiment::Experiment;
-use crate::label_report::label_decision;
+use crate::job_plan::PlanInputs;
 use crate::memory::MemoryMeter;
 use crate::trainer::checkpoint::{self, SAFETENSORS_FILE, TrainState};
 use crate::trainer::metrics_log::{EventRecord, MetricsLog};
@@ -354,15 +352,13 @@ fn make_plan(
     train_cases: &[usize],
     run_dir: &std::path::Path,
 ) -> Result<TrainingPlan, PipelineError> {
-    let mut report = plan(&PlanRequest {
-        network: experiment.network.clone(),
-        settings: experiment.plan.clone(),
-        device: profile.clone(),
-        budget_bytes,
-        // The same figure `voxplan plan` computes, so a dry run and the trainer plan alike.
+    // The same figures `voxplan plan` computes, so a dry run and the trainer plan alike.
+    let inputs = PlanInputs {
+        experiment: experiment.clone(),
         median_shape: median_shape(source, train_cases)?,
-    })?;
-    report.decisions.push(label_decision(&source.label_space()));
+        labels: source.label_space(),
+    };
+    let report = inputs.plan(profile, budget_bytes)?;
     tracing::info!("plan:\n{}", render(&report, ReportFormat::Text));
     let path = run_dir.join(PLAN_FILE);
     std::fs::write(&path, render(&report, ReportFormat::Json))
@@ -496,6 +492,7 @@ mod tests {
     use std::path::Path;
 
     use crate::device::DeviceRequest;
+    use voxplan_planner::{PlanRequest, plan};
 
     /// Two epochs of two steps of a two-stage U-Net on 64³ phantom patches. The patch is this large because
     /// the CPU backend's plan has a fixed ~64 MiB floor: only when a sample's activations outweigh it does a
