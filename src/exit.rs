@@ -2,6 +2,7 @@
 //! config" from "needs a bigger card" from "diverged" from "interrupted, run me again" (README, "Running
 //! unattended"; `voxplan --help`).
 
+use voxplan_jobs::JobsError;
 use voxplan_pipeline::PipelineError;
 use voxplan_planner::PlanError;
 use voxplan_volumes::VolumeError;
@@ -50,6 +51,16 @@ pub fn code_of(error: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<BadInput>().is_some() {
             return BAD_INPUT;
+        }
+        if let Some(e) = cause.downcast_ref::<JobsError>() {
+            return match e {
+                JobsError::Plan(p) => plan_code(p),
+                JobsError::Option { .. } | JobsError::Job { .. } => BAD_INPUT,
+                JobsError::DoesNotFit(_) => DOES_NOT_FIT,
+                JobsError::Io { .. } | JobsError::Queue { .. } | JobsError::Inventory(_) | JobsError::Busy { .. } => {
+                    FAILURE
+                }
+            };
         }
     }
     FAILURE

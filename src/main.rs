@@ -2,6 +2,7 @@
 
 mod cmd;
 mod exit;
+mod job_planner;
 mod signals;
 
 use std::io::IsTerminal;
@@ -47,6 +48,10 @@ enum Command {
     Predict(cmd::predict::Args),
     /// Fit the planner's backend constants to real steps of a zoo's calibration half; write a profile.
     Calibrate(cmd::calibrate::Args),
+    /// A job queue for a shared GPU box, packed by planned memory (`queue submit|list|run|…`).
+    Queue(cmd::queue::Args),
+    /// Write (and submit) an sbatch script sized from the plan, for a Slurm cluster.
+    Slurm(cmd::slurm::Args),
     /// Internal: measure one zoo configuration's step (JSON on stdin and stdout); run by `bench planner`.
     #[command(name = "probe-step", hide = true)]
     ProbeStep,
@@ -71,6 +76,8 @@ fn main() -> std::process::ExitCode {
         Command::Train(a) => cmd::train::run(a),
         Command::Predict(a) => cmd::predict::run(a),
         Command::Calibrate(a) => cmd::calibrate::run(a),
+        Command::Queue(a) => cmd::queue::run(a),
+        Command::Slurm(a) => cmd::slurm::run(a),
         Command::ProbeStep => cmd::probe_step::run(),
     };
     match result {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use voxplan_planner::{DeviceProfile, PlanError, PlanReport, PlanRequest, plan, plan_inference};
-use voxplan_volumes::{LabelSpace, median_shape, open_geometry_source, split};
+use voxplan_volumes::{CaseSource, LabelSpace, median_shape, open_geometry_source, split};
 
 use crate::error::PipelineError;
 use crate::experiment::Experiment;
@@ -19,16 +19,61 @@ pub struct PlanInputs {
     pub experiment: Experiment,
     pub median_shape: Option<[usize; 3]>,
     pub labels: LabelSpace,
+    /// The largest training case as the patch loader holds it, and the channel count: the loader's host
+    /// memory bound.
+    pub largest_case_bytes: u64,
+    pub channels: usize,
 }
+
+/// Host memory a training process holds besides its patch loader and its model's host copies: the binary,
+/// burn, the CUDA driver's host allocations and pinned staging buffers (about 0.6–1 GiB for a CUDA context
+/// on current drivers), with room to spare: a batch job that is killed for 200 MB of host memory loses more
+/// than a reservation of 1.5 GiB costs.
+pub const HOST_PROCESS_ALLOWANCE_BYTES: u64 = 1536 << 20;
 
 impl PlanInputs {
     /// Reads the dataset's headers (and, for a folder dataset without declared labels, its label maps).
     pub fn read(experiment: &Experiment) -> Result<Self, PipelineError> {
         let source = open_geometry_source(&experiment.data)?;
-        let median_shape = median_shape(source.as_ref(), &split(source.len(), &experiment.data).train)?;
+        let train = split(source.len(), &experiment.data).train;
+        Self::from_source(experiment, source.as_ref(), &train)
+    }
+
+    /// The same from a source already open (the trainer's), whose training cases are `train`.
+    pub fn from_source(
+        experiment: &Experiment,
+        source: &dyn CaseSource,
+        train: &[usize],
+    ) -> Result<Self, PipelineError> {
+        let median_shape = median_shape(source, train)?;
         let labels = source.label_space();
         labels.check_class_count(experiment.network.num_classes)?;
-        Ok(Self { experiment: experiment.clone(), median_shape, labels })
+        let (mut largest_case_bytes, mut channels) = (0u64, 1usize);
+        for &i in train {
+            largest_case_bytes = largest_case_bytes.max(source.case_bytes(i, experiment.loader.stream_uncompressed)?);
+            channels = channels.max(source.geometry(i)?.channels);
+        }
+        Ok(Self { experiment: experiment.clone(), median_shape, labels, largest_case_bytes, channels })
+    }
+
+    /// The host memory a training process of `plan` holds at most: the patch loader's bound (as it logs it
+    /// at start), the model's parameters with the optimizer's moments and a checkpoint's copies of them, and
+    /// [`HOST_PROCESS_ALLOWANCE_BYTES`]. What a scheduler's `--mem` must give it.
+    pub fn host_memory_bytes(&self, plan: &voxplan_planner::TrainingPlan, parameters: u64) -> u64 {
+        let l = &self.experiment.loader;
+        let patch_bytes = (plan.patch_size.iter().product::<usize>() * (4 * self.channels + 2)) as u64;
+        let loader = voxplan_volumes::loader::memory_bound(
+            self.largest_case_bytes,
+            l.workers,
+            l.queue_length,
+            patch_bytes,
+            l.max_class_locations,
+            self.labels.len(),
+            plan.batch_size,
+        );
+        // f32 parameters, two moments, and one more copy of all three while a checkpoint is written.
+        let model = parameters * 4 * 3 * 2;
+        loader + model + HOST_PROCESS_ALLOWANCE_BYTES
     }
 
     /// The plan for `device` within `budget` (the device's free memory when `None`), with the `labels`

@@ -246,6 +246,19 @@ pub fn network_input(state: &TrainState, volume: Volume, input: &Path) -> Result
     Ok(state.preprocessing.apply_to_image(volume))
 }
 
+/// The largest volume among the inputs `input` names (per axis, from headers): what a queue plans a
+/// prediction job's memory for.
+pub fn largest_input_shape(input: &Path) -> Result<[usize; 3], PipelineError> {
+    let mut out = [1usize; 3];
+    for path in list_inputs(input)? {
+        let shape = read_header(&path)?.shape;
+        for (o, s) in out.iter_mut().zip(shape) {
+            *o = (*o).max(s);
+        }
+    }
+    Ok(out)
+}
+
 /// The NIfTI files to segment: `input` itself, or the `.nii`/`.nii.gz` files in it, sorted.
 fn list_inputs(input: &Path) -> Result<Vec<PathBuf>, PipelineError> {
     if input.is_file() {

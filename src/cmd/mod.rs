@@ -10,4 +10,6 @@ pub mod phantoms;
 pub mod plan;
 pub mod predict;
 pub mod probe_step;
+pub mod queue;
+pub mod slurm;
 pub mod train;

@@ -11,7 +11,7 @@ use burn::backend::{Autodiff, Flex};
 use voxplan_planner::{DeviceProfile, DeviceSelector, ReportFormat, TrainingPlan, plan_inference, render};
 use voxplan_volumes::preprocess::Preprocessing;
 use voxplan_volumes::source::{PreprocessedSource, open_raw_source};
-use voxplan_volumes::{CaseSource, LabelSpace, median_shape, split};
+use voxplan_volumes::{CaseSource, LabelSpace, split};
 
 use crate::device::{self, ComputeDevice, DeviceRequest};
 use crate::error::PipelineError;
@@ -353,11 +353,7 @@ fn make_plan(
     run_dir: &std::path::Path,
 ) -> Result<TrainingPlan, PipelineError> {
     // The same figures `voxplan plan` computes, so a dry run and the trainer plan alike.
-    let inputs = PlanInputs {
-        experiment: experiment.clone(),
-        median_shape: median_shape(source, train_cases)?,
-        labels: source.label_space(),
-    };
+    let inputs = PlanInputs::from_source(experiment, source, train_cases)?;
     let report = inputs.plan(profile, budget_bytes)?;
     tracing::info!("plan:\n{}", render(&report, ReportFormat::Text));
     let path = run_dir.join(PLAN_FILE);
