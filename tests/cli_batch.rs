@@ -209,24 +209,58 @@ fn timed_checkpoints_make_a_sigkill_lose_at_most_a_step() {
     assert_same_run(&whole, &run);
 }
 
-/// A second signal does not wait for the step: it exits at once with 75, and the last checkpoint is whole
-/// (the same command resumes from it).
+/// A second signal, more than a second after the first, does not wait for the step: it exits at once with
+/// 75 (no "interrupted at" report, which the graceful stop prints), and the last checkpoint is whole (the
+/// same command resumes from it). A 64³ step takes seconds here, so the step is still running.
 #[test]
 fn a_second_signal_exits_at_once_and_the_checkpoint_stays_whole() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = experiment(tmp.path(), "twice", true);
+    let text = experiment_text("twice", true)
+        .replace("patch_size = [16, 16, 16]", "patch_size = [64, 64, 64]")
+        .replace("shape = [24, 24, 24]", "shape = [64, 64, 64]")
+        .replace(
+            r#"stages = [{ features = 4, stride = [1, 1, 1] }, { features = 8, stride = [2, 2, 2] }]"#,
+            r#"stages = [{ features = 16, stride = [1, 1, 1] }, { features = 32, stride = [2, 2, 2] }]"#,
+        )
+        .replace("epochs = 3", "epochs = 1")
+        .replace("steps_per_epoch = 12", "steps_per_epoch = 3");
+    let config = write_experiment(tmp.path(), "twice", &text);
     let run = tmp.path().join("run");
     let args = train_args(&config, run.to_str().unwrap());
-    let mut child = command(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_for_steps(&mut child, &run, 3);
+    let mut child = command(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_steps(&mut child, &run, 1);
     signal(&child, "INT");
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = Instant::now();
     signal(&child, "TERM");
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(75));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 75);
+    assert!(second.elapsed() < Duration::from_secs(2), "exited at once: {:?}", second.elapsed());
+    assert!(!stderr(&out).contains("interrupted at optimizer step"), "not the graceful path: {}", stderr(&out));
     let state = std::fs::read_to_string(run.join("checkpoints/last/state.json")).unwrap();
     assert!(serde_json::from_str::<serde_json::Value>(&state).is_ok(), "{state}");
     assert!(run.join("checkpoints/last/model.mpk").is_file());
-    let again = run_to_end(&args);
+}
+
+/// Two signals within a second are one stop (Slurm signals every process of a job while the batch shell
+/// passes the same signal on): the run still finishes its step and checkpoints.
+#[test]
+fn two_signals_at_once_are_one_graceful_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = experiment(tmp.path(), "double", false);
+    let run = tmp.path().join("run");
+    let mut child = command(&train_args(&config, run.to_str().unwrap()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_steps(&mut child, &run, 3);
+    signal(&child, "TERM");
+    signal(&child, "TERM");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 75);
+    assert!(stderr(&out).contains("interrupted at optimizer step"), "{}", stderr(&out));
+    let again = run_to_end(&train_args(&config, run.to_str().unwrap()));
     assert_eq!(code(&again), 0, "{}", stderr(&again));
     assert_eq!(step_losses(&run).len(), 36);
 }

@@ -376,10 +376,7 @@ fn serve(dir: &Path, a: RunArgs) -> anyhow::Result<()> {
         return Err(BadInput(format!("--poll must be a positive number of seconds, got {}", a.poll)).into());
     }
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register_conditional_shutdown(signal, i32::from(crate::exit::INTERRUPTED), stop.clone())?;
-        signal_hook::flag::register(signal, stop.clone())?;
-    }
+    crate::signals::stop_flag_on_signals(stop.clone())?;
     let options = RunnerOptions {
         exe: std::env::current_exe().context("locating the voxplan binary the jobs run")?,
         only_cards: a.gpus,
