@@ -32,6 +32,13 @@ fn cluster() -> &'static Path {
     })
 }
 
+/// The tests take the cluster one at a time: each asserts what runs where, and another test's jobs on the
+/// same node would hold the fake GPUs it counts on.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn slurm(command: &str, args: &[&str]) -> Output {
     Command::new(command).args(args).env("SLURM_CONF", cluster()).output().unwrap_or_else(|e| panic!("{command}: {e}"))
 }
@@ -128,6 +135,7 @@ fn output(run: &Path, id: &str) -> String {
 
 #[test]
 fn a_job_submitted_through_voxplan_slurm_trains_to_the_end() {
+    let _cluster = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     let id = submit(&experiment(tmp.path(), "slurm-whole", 1), &run, &[]);
@@ -141,6 +149,7 @@ fn a_job_submitted_through_voxplan_slurm_trains_to_the_end() {
 
 #[test]
 fn a_requeued_job_checkpoints_runs_again_and_resumes() {
+    let _cluster = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     let id = submit(&experiment(tmp.path(), "slurm-requeue", 4), &run, &[]);
@@ -163,6 +172,7 @@ fn a_requeued_job_checkpoints_runs_again_and_resumes() {
 
 #[test]
 fn two_jobs_with_one_fake_gpu_each_share_a_node_with_their_own_device() {
+    let _cluster = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let config = experiment(tmp.path(), "slurm-pair", 8);
     let (run_a, run_b) = (tmp.path().join("a"), tmp.path().join("b"));
