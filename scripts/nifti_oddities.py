@@ -7,11 +7,12 @@ nibabel's behaviour (`nib.load` + `get_fdata`: shape, affine, statistics, or the
 (`inspect --json` and `inspect --json --header-only`: exit status, output, stderr) and classifies it:
 
   agree          both load and agree on shape, affine and statistics
-  both-reject    nibabel raises, voxplan exits 1 with a one-line error naming the file
+  both-reject    nibabel raises, voxplan exits 2 (bad input, docs/jobs.md) with a one-line error naming the file
   DIFFER         both load but disagree on values
   V-REJECTS      nibabel loads, voxplan refuses (a bug unless docs/nifti.md lists it as deliberate)
   V-ACCEPTS      nibabel raises, voxplan loads
-  PANIC          voxplan panicked, was killed by a signal or timed out (always a bug)
+  PANIC          voxplan panicked, was killed by a signal, timed out or exited with a code other than 0 or
+                 2 (always a bug: a broken file is bad input, exit 2, never "any other failure", exit 1)
   BAD-ERROR      voxplan failed without naming the file or with more than one line
   deliberate     a V-REJECTS / V-ACCEPTS / DIFFER that docs/nifti.md lists as a deliberate difference
                  (DELIBERATE below); the exit status is 1 only for the others
@@ -28,6 +29,9 @@ import resource
 import struct
 import subprocess
 import sys
+
+# `voxplan`'s exit code for bad input (src/exit.rs; the table in README and `voxplan --help`).
+EXIT_BAD_INPUT = 2
 import tempfile
 import warnings
 
@@ -468,10 +472,10 @@ def compare(nb, v):
 
 def classify(case, path, nb, full, head):
     for r in (full, head):
-        if r["rc"] in ("timeout",) or (isinstance(r["rc"], int) and r["rc"] not in (0, 1)) or "panicked" in r["stderr"]:
+        if r["rc"] in ("timeout",) or (isinstance(r["rc"], int) and r["rc"] not in (0, EXIT_BAD_INPUT)) or "panicked" in r["stderr"]:
             return "PANIC", f"rc={r['rc']} {r['stderr'][:300]}"
     for r in (full, head):
-        if r["rc"] == 1:
+        if r["rc"] == EXIT_BAD_INPUT:
             lines = r["stderr"].splitlines()
             named = any(n in r["stderr"] for n in case.files) or os.path.dirname(path) in r["stderr"]
             if len(lines) != 1 or not named:
@@ -480,7 +484,7 @@ def classify(case, path, nb, full, head):
         return "BAD-ERROR", "full read succeeds but --header-only fails: " + head["stderr"]
     nb_ok = "error" not in nb
     if nb_ok and nb.get("kind"):
-        return ("both-reject" if full["rc"] == 1 else "V-ACCEPTS"), f"nibabel: {nb['kind']}; voxplan: {full['stderr'] or 'loads'}"
+        return ("both-reject" if full["rc"] == EXIT_BAD_INPUT else "V-ACCEPTS"), f"nibabel: {nb['kind']}; voxplan: {full['stderr'] or 'loads'}"
     if nb_ok and full["rc"] == 0:
         probs = compare(nb, full["out"])
         return ("DIFFER", "; ".join(probs)) if probs else ("agree", f"{nb['class']} {nb['shape']}")
