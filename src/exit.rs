@@ -75,7 +75,10 @@ fn pipeline_code(e: &PipelineError) -> Option<u8> {
         PipelineError::NonFiniteLoss { .. } => DIVERGED,
         PipelineError::OutOfMemory { .. } => DOES_NOT_FIT,
         PipelineError::Experiment { .. } | PipelineError::Option { .. } => BAD_INPUT,
-        PipelineError::Io { .. } | PipelineError::Device { .. } | PipelineError::Checkpoint { .. } => FAILURE,
+        PipelineError::Io { .. }
+        | PipelineError::Device { .. }
+        | PipelineError::Checkpoint { .. }
+        | PipelineError::PeerStopped { .. } => FAILURE,
     })
 }
 

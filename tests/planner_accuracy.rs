@@ -115,6 +115,7 @@ fn check_budgets_between_measured_peaks(base: ZooConfig) {
             device: dev.clone(),
             budget_bytes: Some(raw),
             median_shape: None,
+            devices: 1,
         })
         .unwrap();
         let chosen = report.training.batch_size;

@@ -53,6 +53,79 @@ impl fmt::Display for DeviceRequest {
     }
 }
 
+/// What the user asked for with `--devices`: the devices of one data-parallel run in this process, one
+/// training thread each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DevicesRequest {
+    /// `cpu:N`: N peers on the CPU, each with its own replica, sharing the CPU's threads: no faster than
+    /// one, but the same code path as several GPUs, so it can be tested anywhere.
+    CpuPeers(usize),
+    /// `cuda:0,cuda:1,…`
+    Cuda(Vec<usize>),
+    /// `all`: every CUDA device of the machine.
+    AllCuda,
+}
+
+impl FromStr for DevicesRequest {
+    type Err = PipelineError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| PipelineError::Option {
+            field: "--devices".into(),
+            problem: format!("{s:?}: {why}; expected `all`, `cuda:0,cuda:1,…` or `cpu:N`"),
+        };
+        let s = s.trim();
+        if s == "all" {
+            return Ok(Self::AllCuda);
+        }
+        if let Some(n) = s.strip_prefix("cpu:") {
+            let n: usize = n.parse().map_err(|_| bad("N is not a number"))?;
+            return if n == 0 { Err(bad("at least one peer")) } else { Ok(Self::CpuPeers(n)) };
+        }
+        let mut indices = Vec::new();
+        for part in s.split(',') {
+            match part.trim().parse::<DeviceRequest>() {
+                Ok(DeviceRequest::Cuda(i)) if !indices.contains(&i) => indices.push(i),
+                Ok(DeviceRequest::Cuda(i)) => return Err(bad(&format!("cuda:{i} is named twice"))),
+                _ => return Err(bad(&format!("{:?} is not a CUDA device", part.trim()))),
+            }
+        }
+        Ok(Self::Cuda(indices))
+    }
+}
+
+/// Resolves `--devices` to working devices: every CUDA device named must run a tensor.
+pub fn resolve_devices(request: &DevicesRequest) -> Result<Vec<ComputeDevice>, PipelineError> {
+    let indices = match request {
+        DevicesRequest::CpuPeers(n) => return Ok(vec![ComputeDevice::Cpu; *n]),
+        DevicesRequest::Cuda(indices) => indices.clone(),
+        DevicesRequest::AllCuda => (0..cuda_device_count().map_err(|problem| PipelineError::Device {
+            requested: "all".into(),
+            problem,
+        })?)
+            .collect(),
+    };
+    indices.into_iter().map(|i| resolve(DeviceRequest::Cuda(i))).collect()
+}
+
+/// CUDA devices the driver sees.
+#[cfg(feature = "cuda")]
+fn cuda_device_count() -> Result<usize, String> {
+    if !libcuda_present() {
+        return Err("libcuda.so could not be loaded (no NVIDIA driver on this machine)".into());
+    }
+    match cudarc::driver::CudaContext::device_count() {
+        Ok(n) if n > 0 => Ok(n as usize),
+        Ok(_) => Err("the driver sees no CUDA device".into()),
+        Err(e) => Err(format!("the driver cannot count its devices: {e:?}")),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device_count() -> Result<usize, String> {
+    Err("this build of voxplan has no CUDA support (built without the `cuda` feature)".into())
+}
+
 /// The device a run actually uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ComputeDevice {
@@ -184,6 +257,18 @@ mod tests {
         let e = "gpu".parse::<DeviceRequest>().unwrap_err().to_string();
         assert!(e.contains("gpu") && e.contains("cuda:N"), "{e}");
         assert!("cuda:x".parse::<DeviceRequest>().is_err());
+    }
+
+    #[test]
+    fn several_devices_parse_and_bad_lists_are_refused() {
+        assert_eq!("cpu:2".parse::<DevicesRequest>().unwrap(), DevicesRequest::CpuPeers(2));
+        assert_eq!("all".parse::<DevicesRequest>().unwrap(), DevicesRequest::AllCuda);
+        assert_eq!("cuda:0, cuda:2".parse::<DevicesRequest>().unwrap(), DevicesRequest::Cuda(vec![0, 2]));
+        for bad in ["cpu:0", "cpu:x", "cuda:0,cuda:0", "cuda:0,cpu", "gpu"] {
+            let e = bad.parse::<DevicesRequest>().unwrap_err().to_string();
+            assert!(e.contains("--devices") && e.contains(bad.split(',').next().unwrap_or(bad)), "{bad}: {e}");
+        }
+        assert_eq!(resolve_devices(&DevicesRequest::CpuPeers(3)).unwrap(), vec![ComputeDevice::Cpu; 3]);
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub enum PipelineError {
     /// A stop was requested during `predict`: the files finished so far are written, the rest are not.
     #[error("interrupted after {done} of {total} files; run the same command with --skip-existing to finish")]
     PredictInterrupted { done: usize, total: usize },
+    /// A rank of a data-parallel run left because a collective operation failed, most often because another
+    /// rank failed first (whose error is the one reported).
+    #[error("rank {rank}: {problem}")]
+    PeerStopped { rank: usize, problem: String },
     /// A training or prediction option is invalid; `field` names it.
     #[error("invalid {field}: {problem}")]
     Option { field: String, problem: String },

@@ -79,12 +79,23 @@ impl PlanInputs {
     /// The plan for `device` within `budget` (the device's free memory when `None`), with the `labels`
     /// decision: what the trainer would do there.
     pub fn plan(&self, device: &DeviceProfile, budget: Option<u64>) -> Result<PlanReport, PipelineError> {
+        self.plan_parallel(device, budget, 1)
+    }
+
+    /// [`PlanInputs::plan`] for `devices` devices in data parallel, each `device` with `budget`.
+    pub fn plan_parallel(
+        &self,
+        device: &DeviceProfile,
+        budget: Option<u64>,
+        devices: usize,
+    ) -> Result<PlanReport, PipelineError> {
         let mut report = plan(&PlanRequest {
             network: self.experiment.network.clone(),
             settings: self.experiment.plan.clone(),
             device: device.clone(),
             budget_bytes: budget,
             median_shape: self.median_shape,
+            devices,
         })?;
         report.decisions.push(label_decision(&self.labels));
         Ok(report)

@@ -1,5 +1,6 @@
 //! voxplan's trainer on burn: the only crate that knows burn.
 
+pub mod data_parallel;
 pub mod device;
 pub mod dice;
 pub mod error;
@@ -17,7 +18,7 @@ pub mod step_probe;
 pub mod step_probe_cuda;
 pub mod trainer;
 
-pub use device::{ComputeDevice, DeviceRequest};
+pub use device::{ComputeDevice, DeviceRequest, DevicesRequest};
 pub use error::PipelineError;
 pub use experiment::{Experiment, TrainConfig};
 pub use loss::DiceCeLoss;

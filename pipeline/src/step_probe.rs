@@ -188,8 +188,9 @@ pub fn run_steps<B: AutodiffBackend>(
         if let MicroOutcome::NonFiniteLoss { loss } = outcome {
             return Err(PipelineError::NonFiniteLoss { loss, step, epoch: 0, micro_batch: 0, last_checkpoint: None });
         }
+        let single = crate::data_parallel::Peer::single();
         let (updated, _skipped) =
-            optimizer_update(model, &mut optimizer, &mut scaler, &mut accumulator, PROBE_LR, &mut record);
+            optimizer_update(model, &mut optimizer, &mut scaler, &mut accumulator, PROBE_LR, &single, &mut record)?;
         model = updated;
         let driver = reader.driver_used();
         times.push(started.elapsed().as_secs_f64());

@@ -21,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             device,
             budget_bytes: None,
             median_shape: Some(median),
+            devices: 1,
         };
         let mut times = Vec::with_capacity(RUNS);
         for _ in 0..RUNS {

@@ -22,6 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         device: device_profile(&DeviceSelector::Gpu(gpu.into()))?,
         budget_bytes: None,
         median_shape: Some(median),
+        devices: 1,
     };
     println!("{}", render(&plan(&req)?, ReportFormat::Text));
     Ok(())

@@ -27,11 +27,15 @@ pub struct TrainingPlan {
     pub network: NetworkSpec,
     /// Patch `(x, y, z)`, possibly smaller than requested when nothing else fitted.
     pub patch_size: [usize; 3],
+    /// Devices training in data parallel; every one runs `batch_size` per pass. 1 in plans written before
+    /// the field existed.
+    #[serde(default = "one_device")]
+    pub devices: usize,
     /// Samples per forward/backward pass on one device.
     pub batch_size: usize,
     /// Micro-batches summed per optimizer step; each micro-batch loss is divided by this.
     pub accumulation_steps: usize,
-    /// `batch_size × accumulation_steps`.
+    /// `batch_size × devices × accumulation_steps`.
     pub effective_batch: usize,
     pub precision: Precision,
     /// Whether to train with activation checkpointing (burn's balanced strategy).
@@ -49,6 +53,10 @@ pub struct TrainingPlan {
     /// memory meter counts. 0 in plans written before the field existed.
     #[serde(default)]
     pub fixed_overhead_bytes: u64,
+}
+
+fn one_device() -> usize {
+    1
 }
 
 impl TrainingPlan {

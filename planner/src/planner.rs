@@ -30,6 +30,14 @@ pub struct PlanRequest {
     pub budget_bytes: Option<u64>,
     /// Median image shape `(x, y, z)` of the dataset: picks the axis to shrink when the patch must shrink.
     pub median_shape: Option<[usize; 3]>,
+    /// Devices training in data parallel (the world size): each runs the planned per-device batch, and the
+    /// accumulation makes up the target effective batch across all of them. Memory is per device.
+    #[serde(default = "one")]
+    pub devices: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// One candidate configuration.
@@ -47,8 +55,9 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Micro-batches per optimizer step: the target effective batch over `batch` per device × the devices.
     fn accumulation(&self, batch: usize) -> usize {
-        self.req.settings.target_effective_batch.div_ceil(batch).max(1)
+        self.req.settings.target_effective_batch.div_ceil(batch * self.req.devices.max(1)).max(1)
     }
 
     fn simulate(&self, net: &NetworkSpec, c: Candidate) -> Timeline {
@@ -184,6 +193,18 @@ pub fn groupnorm_groups(net: &NetworkSpec) -> usize {
     (1..=MAX_GROUPNORM_GROUPS).rev().find(|g| net.stages.iter().all(|s| s.features % g == 0)).unwrap_or(1)
 }
 
+/// On several devices, the per-device batch at most `fitting` whose effective batch (× devices × the
+/// accumulation that reaches `target`) comes nearest the target, the larger on a tie: 3 per device on 2
+/// devices would make 12 of a target of 8, where 2 makes 8 exactly. On one device the largest that fits, as
+/// always (its overshoot is at most one batch).
+fn exact_share(fitting: usize, devices: usize, target: usize) -> usize {
+    if devices <= 1 || fitting <= 1 {
+        return fitting;
+    }
+    let effective = |b: usize| b * devices * target.div_ceil(b * devices);
+    (1..=fitting).min_by_key(|&b| (effective(b).abs_diff(target), std::cmp::Reverse(b))).unwrap_or(fitting)
+}
+
 /// Picks the axis to shrink: largest patch / median-shape ratio among axes still above their stride.
 fn shrink_patch(patch: [usize; 3], stride: [usize; 3], median: Option<[usize; 3]>) -> Option<([usize; 3], usize)> {
     let med = median.unwrap_or(patch);
@@ -203,6 +224,9 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport, PlanError> {
     req.network.validate_patch(req.settings.patch_size)?;
     validate_settings(&req.settings)?;
     let s = &req.settings;
+    if req.devices == 0 {
+        return Err(PlanError::InvalidSpec { field: "--devices".into(), problem: "must be at least 1".into() });
+    }
     let raw = req.budget_bytes.unwrap_or(req.device.free_bytes);
     let usable = (raw as f64 * (1.0 - SAFETY_MARGIN_FRACTION)) as u64;
     let ctx = Ctx { req, usable };
@@ -286,12 +310,15 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport, PlanError> {
     );
 
     let target = s.target_effective_batch;
-    let mut batch = ctx.largest_batch(&net, base, target);
+    let devices = req.devices.max(1);
+    // Per device, no more than its share of the target: more would only overshoot the effective batch.
+    let share = target.div_ceil(devices);
+    let mut batch = exact_share(ctx.largest_batch(&net, base, share), devices, target);
     let mut max_fit = ctx.largest_batch(&net, base, MAX_BATCH_SEARCH);
     if net.norm == NormKind::Batch && batch < s.batch_norm_min_batch {
         let groups = groupnorm_groups(&net);
         net.norm = NormKind::Group { groups };
-        batch = ctx.largest_batch(&net, base, target).max(batch);
+        batch = exact_share(ctx.largest_batch(&net, base, share), devices, target).max(batch);
         max_fit = ctx.largest_batch(&net, base, MAX_BATCH_SEARCH).max(max_fit);
         decide(
             "norm",
@@ -304,26 +331,56 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport, PlanError> {
                 s.batch_norm_min_batch
             ),
         );
+    } else if net.norm == NormKind::Batch && devices > 1 {
+        decide(
+            "norm",
+            "batch (per device)".into(),
+            format!(
+                "as requested, with per-device batch {batch} ≥ {}; burn has no synchronised BatchNorm, so each of \
+                 the {devices} devices normalises over its own {batch} samples",
+                s.batch_norm_min_batch
+            ),
+        );
     } else {
         decide("norm", norm_label(net.norm), "as requested".into());
     }
     decide(
         "batch",
         batch.to_string(),
-        if batch >= target {
+        if batch >= share && devices > 1 {
+            format!(
+                "per device: its share ceil({target} / {devices} devices) = {share} of the target effective batch fits \
+                 in one pass (up to {max_fit} would fit)"
+            )
+        } else if batch >= target {
             format!("the target effective batch {target} fits in one pass (up to {max_fit} would fit)")
         } else {
             format!("the largest batch that fits; {} does not", batch + 1)
         },
     );
     let accumulation = ctx.accumulation(batch);
-    let effective = batch * accumulation;
+    let effective = batch * devices * accumulation;
+    if devices > 1 {
+        decide(
+            "devices",
+            format!("{devices} in data parallel"),
+            format!(
+                "{batch} per device × {devices} devices × {accumulation} accumulation = effective batch {effective}{}; \
+                 gradients are averaged across the devices before every optimizer step, and memory is per device",
+                if effective == target {
+                    String::new()
+                } else {
+                    format!(" (the nearest to the target {target} that {devices} devices can make)")
+                }
+            ),
+        );
+    }
     decide(
         "accumulation",
         accumulation.to_string(),
         format!(
-            "ceil(target {target} / batch {batch}) micro-batches per optimizer step, each loss divided by {accumulation}; \
-             effective batch {effective}{}",
+            "ceil(target {target} / ({batch} per device × {devices} device(s))) micro-batches per optimizer step, each \
+             loss divided by {accumulation}; effective batch {effective}{}",
             if accumulation > 1 && net.norm == NormKind::Batch {
                 " (BatchNorm statistics still see only one micro-batch)"
             } else {
@@ -349,6 +406,7 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport, PlanError> {
     let training = TrainingPlan {
         network: net,
         patch_size: patch,
+        devices,
         batch_size: batch,
         accumulation_steps: accumulation,
         effective_batch: effective,

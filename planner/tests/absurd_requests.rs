@@ -14,6 +14,7 @@ fn request(net: NetworkSpec, patch: [usize; 3], budget: Option<u64>) -> PlanRequ
         device: device_profile(&DeviceSelector::Cpu).unwrap(),
         budget_bytes: budget,
         median_shape: None,
+        devices: 1,
     }
 }
 

@@ -21,6 +21,7 @@ fn request(net: NetworkSpec, patch: [usize; 3], gpu: &str, budget: Option<u64>) 
         device: device_profile(&selector).unwrap(),
         budget_bytes: budget,
         median_shape: None,
+        devices: 1,
     }
 }
 
@@ -56,6 +57,51 @@ fn batch_is_the_largest_that_fits_and_accumulation_makes_up_the_target() {
     // Linear scaling from reference batch 2 at 0.01.
     assert!((r.training.learning_rate - 0.04).abs() < 1e-12);
     assert!(topic(&r, "learning_rate").reason.contains("Goyal"));
+}
+
+/// Several devices: the per-device batch, the accumulation and the learning rate follow the effective batch
+/// across all of them, and memory stays per device.
+#[test]
+fn a_world_of_devices_shares_the_effective_batch() {
+    let net = unet(&[32, 64, 128, 256], NormKind::Instance);
+    let one = plan(&request(net.clone(), [128; 3], "A100-80GB", None)).unwrap();
+    assert_eq!((one.training.batch_size, one.training.accumulation_steps, one.training.devices), (8, 1, 1));
+    let mut four = request(net.clone(), [128; 3], "A100-80GB", None);
+    four.devices = 4;
+    let four = plan(&four).unwrap();
+    let t = &four.training;
+    assert_eq!((t.batch_size, t.devices, t.accumulation_steps, t.effective_batch), (2, 4, 1, 8));
+    assert!((t.learning_rate - one.training.learning_rate).abs() < 1e-12, "same effective batch, same rate");
+    assert!(t.predicted_peak_bytes < one.training.predicted_peak_bytes, "memory is per device");
+    assert!(topic(&four, "devices").reason.contains("2 per device × 4 devices × 1 accumulation = effective batch 8"));
+    // Only 3 fit per device on a small budget: 2 per device on 2 devices with accumulation 2 makes 8 exactly,
+    // where 3 would make 12.
+    let b3 = one.batch_curve.iter().find(|p| p.batch_size == 3).unwrap().predicted_peak_bytes;
+    let b4 = one.batch_curve.iter().find(|p| p.batch_size == 4).unwrap().predicted_peak_bytes;
+    let mut two = request(net.clone(), [128; 3], "A100-80GB", Some(((b3 + b4) / 2) as f64 as u64 * 10 / 9));
+    two.devices = 2;
+    let t = plan(&two).unwrap().training;
+    assert_eq!((t.batch_size, t.accumulation_steps, t.effective_batch), (2, 2, 8));
+    // More devices than the target: one sample each, an effective batch of the device count, said so.
+    let mut many = request(net, [128; 3], "A100-80GB", None);
+    many.devices = 16;
+    let r = plan(&many).unwrap();
+    assert_eq!((r.training.batch_size, r.training.effective_batch), (1, 16));
+    assert!(topic(&r, "devices").reason.contains("nearest to the target 8"), "{}", topic(&r, "devices").reason);
+    let mut none = request(unet(&[8, 16], NormKind::Instance), [32; 3], "T4", None);
+    none.devices = 0;
+    assert!(plan(&none).unwrap_err().to_string().contains("--devices"));
+}
+
+/// BatchNorm kept on several devices is said to be per device (burn has no synchronised BatchNorm).
+#[test]
+fn batchnorm_on_several_devices_is_per_device_and_said_so() {
+    let mut r = request(unet(&[8, 16], NormKind::Batch), [32; 3], "A100-80GB", None);
+    r.settings.target_effective_batch = 64;
+    r.devices = 4;
+    let report = plan(&r).unwrap();
+    assert_eq!(report.training.network.norm, NormKind::Batch);
+    assert!(topic(&report, "norm").reason.contains("no synchronised BatchNorm"), "{}", topic(&report, "norm").reason);
 }
 
 #[test]
@@ -134,8 +180,8 @@ fn json_schema_is_stable() {
     );
     assert_eq!(
         keys(&v["training"]),
-        "accumulation_steps,batch_size,budget_bytes,checkpointing,effective_batch,fixed_overhead_bytes,learning_rate,\
-         network,patch_size,precision,predicted_peak_bytes,warmup_steps"
+        "accumulation_steps,batch_size,budget_bytes,checkpointing,devices,effective_batch,fixed_overhead_bytes,\
+         learning_rate,network,patch_size,precision,predicted_peak_bytes,warmup_steps"
     );
     assert_eq!(keys(&v["budget"]), "raw_bytes,safety_margin_fraction,source,usable_bytes");
     assert_eq!(keys(&v["device"]), "backend,bf16,fp16_fast,free_bytes,kind,name,source,total_bytes");

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use voxplan_pipeline::{DeviceRequest, Experiment, TrainOptions, train};
+use voxplan_pipeline::{DeviceRequest, DevicesRequest, Experiment, TrainOptions, train};
 use voxplan_planner::{format_bytes, parse_budget};
 
 #[derive(clap::Args)]
@@ -12,8 +12,13 @@ pub struct Args {
     #[arg(long)]
     config: Option<PathBuf>,
     /// `auto` (CUDA if it works, else CPU), `cpu`, `cuda` or `cuda:N`.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", conflicts_with = "devices")]
     device: String,
+    /// Several devices in data parallel, one training thread each: `cuda:0,cuda:1,…`, `all` (every CUDA
+    /// device), or `cpu:N` (N CPU peers: the same path, for tests). The planner plans per device for their
+    /// number and keeps the effective batch.
+    #[arg(long)]
+    devices: Option<String>,
     /// Continue from a run directory or checkpoint directory (also with a changed experiment). Without it, a
     /// --run-dir that holds a run of the same experiment is continued, and a finished one left alone.
     #[arg(long)]
@@ -34,6 +39,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let experiment = Experiment::load(args.config.as_deref())?;
     let device: DeviceRequest = args.device.parse()?;
+    let devices: Option<DevicesRequest> = args.devices.as_deref().map(str::parse).transpose()?;
     let budget_bytes = args.budget.as_deref().map(parse_budget).transpose()?;
     let run_dir = match (&args.run_dir, &args.resume) {
         (Some(d), _) => d.clone(),
@@ -44,6 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &experiment,
         &TrainOptions {
             device,
+            devices,
             resume: args.resume,
             run_dir,
             budget_bytes,
@@ -67,9 +74,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("device       {}", summary.device);
     println!(
-        "plan         patch {:?}, batch {} × {} accumulation, {:?}, checkpointing {}",
+        "plan         patch {:?}, batch {}{} × {} accumulation, {:?}, checkpointing {}",
         summary.plan.patch_size,
         summary.plan.batch_size,
+        if summary.plan.devices > 1 { format!(" per device × {} devices", summary.plan.devices) } else { String::new() },
         summary.plan.accumulation_steps,
         summary.plan.precision,
         summary.plan.checkpointing

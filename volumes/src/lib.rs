@@ -34,6 +34,6 @@ pub mod streamed;
 pub use fingerprint::{Fingerprint, IntensityStats, fingerprint};
 pub use grid::{Aggregator, Blend, GridSampler, patch_origins};
 pub use label_space::{LabelClass, LabelSource, LabelSpace};
-pub use loader::{PatchBatch, PatchLoader};
+pub use loader::{PatchBatch, PatchLoader, Shard};
 pub use source::{CaseGeometry, CaseSource, median_shape, open_geometry_source, open_source};
 pub use split::{Split, split};

@@ -10,6 +10,11 @@
 //! a given `(seed, epoch, workers)` whatever the thread timing, without a reorder buffer. Each patch's
 //! randomness is keyed by `(seed, epoch, visit, case, sample)`.
 //!
+//! **Shards.** Data-parallel training splits every global batch of `B` patches between `R` ranks: rank `r`
+//! takes positions `r·B/R .. (r+1)·B/R` of each batch ([`Shard`]). Its workers produce only those sequence
+//! numbers, with the same per-patch keys, so `R` ranks together see exactly the patches one loader of batch
+//! `B` yields, and no two ranks the same one. Foreground placement is keyed by the global batch `B`.
+//!
 //! **Memory bound.** `W × (largest case + its class locations + two patches + the kept compressed-file
 //! buffer) + queue_length × patch + one batch`, computed from headers before any decoding and logged at
 //! start. A case counts as the view that opens it holds it: 8/16-bit cases in their stored type
@@ -117,6 +122,38 @@ impl Schedule {
     }
 }
 
+/// One rank's part of every global batch (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub ranks: usize,
+}
+
+impl Shard {
+    /// The whole stream: one rank.
+    pub const WHOLE: Shard = Shard { rank: 0, ranks: 1 };
+
+    /// Whether sequence number `n` belongs to this rank, for a global batch of `batch` patches.
+    fn owns(&self, n: u64, batch: usize) -> bool {
+        let per_rank = (batch / self.ranks) as u64;
+        (n % batch as u64) / per_rank == self.rank as u64
+    }
+
+    /// The first sequence number at or after `n` that belongs to this rank.
+    fn next_owned(&self, n: u64, batch: usize) -> u64 {
+        let (batch, per_rank) = (batch as u64, (batch / self.ranks) as u64);
+        let (base, position) = (n - n % batch, n % batch);
+        let (lo, hi) = (self.rank as u64 * per_rank, (self.rank as u64 + 1) * per_rank);
+        if position < lo {
+            base + lo
+        } else if position < hi {
+            n
+        } else {
+            base + batch + lo
+        }
+    }
+}
+
 /// Everything a worker needs, shared read-only.
 struct WorkerPlan {
     source: Arc<dyn CaseSource>,
@@ -126,7 +163,9 @@ struct WorkerPlan {
     loader: LoaderConfig,
     augment: AugmentConfig,
     patch_size: [usize; 3],
+    /// The global batch: what foreground placement and the shard are keyed by.
     batch_size: usize,
+    shard: Shard,
     seed: u64,
     epoch: u64,
 }
@@ -148,8 +187,10 @@ impl WorkerPlan {
         let mut sent_any = false;
         for visit in (worker..self.schedule.visits.len()).step_by(self.schedule.workers) {
             let case = self.schedule.visits[visit];
-            let wanted =
-                |sample: usize| (self.first..self.schedule.total).contains(&self.schedule.sequence(visit, sample));
+            let wanted = |sample: usize| {
+                let n = self.schedule.sequence(visit, sample);
+                (self.first..self.schedule.total).contains(&n) && self.shard.owns(n, self.batch_size)
+            };
             if !(0..self.schedule.samples_per_volume).any(wanted) {
                 // Every patch of this visit comes before the resume point (or after the epoch): the case is
                 // not even opened.
@@ -229,7 +270,9 @@ pub struct PatchLoader {
     handles: Vec<JoinHandle<()>>,
     schedule: Schedule,
     next: u64,
+    /// The global batch; this loader's batches hold `batch_size / shard.ranks` of its patches.
     batch_size: usize,
+    shard: Shard,
     patch_size: [usize; 3],
     waited: Duration,
     memory_bound: u64,
@@ -269,6 +312,27 @@ impl PatchLoader {
         epoch: u64,
         first_batch: usize,
     ) -> Result<Self> {
+        let (s, e) = (seed, epoch);
+        Self::start_shard(source, cases, loader, augment, patch_size, batch_size, batches, s, e, first_batch, Shard::WHOLE)
+    }
+
+    /// [`PatchLoader::start_at`] for one rank of data-parallel training: `batch_size` is the global batch
+    /// (a multiple of `shard.ranks`), and each batch this loader yields is the rank's `batch_size /
+    /// shard.ranks` patches of it (see the module documentation).
+    #[allow(clippy::too_many_arguments)] // as `start_at`, plus the shard
+    pub fn start_shard(
+        source: Arc<dyn CaseSource>,
+        cases: Vec<usize>,
+        loader: &LoaderConfig,
+        augment: &AugmentConfig,
+        patch_size: [usize; 3],
+        batch_size: usize,
+        batches: usize,
+        seed: u64,
+        epoch: u64,
+        first_batch: usize,
+        shard: Shard,
+    ) -> Result<Self> {
         let bad =
             |field: &str, problem: &str| Err(VolumeError::Config { field: field.into(), problem: problem.into() });
         if loader.workers == 0 {
@@ -279,6 +343,12 @@ impl PatchLoader {
         }
         if batch_size == 0 || patch_size.contains(&0) {
             return bad("plan", "batch size and patch edges must be at least 1");
+        }
+        if shard.ranks == 0 || shard.rank >= shard.ranks || batch_size % shard.ranks != 0 {
+            return bad(
+                "plan",
+                &format!("rank {} of {}: the global batch {batch_size} must split evenly", shard.rank, shard.ranks),
+            );
         }
         if cases.is_empty() {
             return bad("data", "no cases to draw patches from");
@@ -320,7 +390,7 @@ impl PatchLoader {
         let schedule = Schedule::new(&cases, loader.workers, loader.samples_per_volume, total, seed, epoch);
         let workers = loader.workers.min(schedule.visits.len()).max(1);
         let schedule = Schedule { workers, ..schedule };
-        let first = (first_batch.min(batches) * batch_size) as u64;
+        let first = shard.next_owned((first_batch.min(batches) * batch_size) as u64, batch_size);
         let plan = Arc::new(WorkerPlan {
             source,
             schedule: schedule.clone(),
@@ -329,6 +399,7 @@ impl PatchLoader {
             augment: augment.clone(),
             patch_size,
             batch_size,
+            shard,
             seed,
             epoch,
         });
@@ -355,6 +426,7 @@ impl PatchLoader {
             schedule,
             next: first,
             batch_size,
+            shard,
             patch_size,
             waited: Duration::ZERO,
             memory_bound: bound,
@@ -368,10 +440,11 @@ impl PatchLoader {
         let t = Instant::now();
         let got = self.receivers[worker].recv();
         self.waited += t.elapsed();
-        self.next += 1;
+        let taken = self.next;
+        self.next = self.shard.next_owned(taken + 1, self.batch_size);
         match got {
             Ok(item) => item.map(|p| (worker, p)),
-            Err(_) => Err(VolumeError::LoaderStopped(format!("worker {worker} exited before patch {}", self.next - 1))),
+            Err(_) => Err(VolumeError::LoaderStopped(format!("worker {worker} exited before patch {taken}"))),
         }
     }
 
@@ -389,13 +462,14 @@ impl PatchLoader {
     /// handed to the trainer, which owns it from then on) and gives each patch's buffers back to its worker.
     fn assemble_batch(&mut self) -> Result<PatchBatch> {
         let n = voxel_count(self.patch_size);
+        let per_rank = self.batch_size / self.shard.ranks;
         let mut batch: Option<PatchBatch> = None;
-        for slot in 0..self.batch_size {
+        for slot in 0..per_rank {
             let (worker, patch) = self.next_patch()?;
             let b = batch.get_or_insert_with(|| PatchBatch {
-                images: zeroed_f32(self.batch_size * patch.channels * n),
-                labels: zeroed_u16(self.batch_size * n),
-                batch_size: self.batch_size,
+                images: zeroed_f32(per_rank * patch.channels * n),
+                labels: zeroed_u16(per_rank * n),
+                batch_size: per_rank,
                 channels: patch.channels,
                 patch_size: self.patch_size,
             });

@@ -334,3 +334,46 @@ fn bad_settings_are_config_errors() {
         Err(VolumeError::Config { .. })
     ));
 }
+
+/// The ranks of data-parallel training split every global batch: rank `r` of `R` yields positions
+/// `r·B/R ..` of each batch the whole loader yields, resumed or not, so the ranks together train on exactly
+/// the patches one device would, and no patch twice.
+#[test]
+fn shards_split_every_global_batch_between_the_ranks() {
+    use voxplan_volumes::Shard;
+    let aug = AugmentConfig { noise_probability: 0.5, ..AugmentConfig::default() };
+    let cfg = LoaderConfig { foreground_fraction: 0.5, ..loader_cfg(2) };
+    let start = |batch: usize, first: usize, shard: Shard| {
+        let src = phantoms(5, [24, 24, 20]);
+        collect(
+            PatchLoader::start_shard(src, (0..5).collect(), &cfg, &aug, [16, 16, 12], batch, 6, 9, 2, first, shard)
+                .unwrap(),
+        )
+    };
+    let voxels = 16 * 16 * 12;
+    for (batch, ranks) in [(2, 2), (4, 2), (6, 3), (4, 4)] {
+        for first in [0, 1, 5] {
+            let whole = start(batch, first, Shard::WHOLE);
+            let parts: Vec<Vec<PatchBatch>> = (0..ranks).map(|rank| start(batch, first, Shard { rank, ranks })).collect();
+            let per_rank = batch / ranks;
+            for (i, global) in whole.iter().enumerate() {
+                for (rank, part) in parts.iter().enumerate() {
+                    let mine = &part[i];
+                    assert_eq!(mine.batch_size, per_rank);
+                    let at = rank * per_rank;
+                    assert!(
+                        mine.labels[..] == global.labels[at * voxels..(at + per_rank) * voxels]
+                            && mine.images[..] == global.images[at * 2 * voxels..(at + per_rank) * 2 * voxels],
+                        "batch {batch}, {ranks} ranks, first {first}: rank {rank}'s part of global batch {i}"
+                    );
+                }
+            }
+            assert!(parts.iter().all(|p| p.len() == whole.len()), "batch {batch}, {ranks} ranks, first {first}");
+        }
+    }
+    let odd = PatchLoader::start_shard(phantoms(2, [24; 3]), vec![0], &cfg, &aug, [8; 3], 3, 1, 0, 0, 0, Shard {
+        rank: 0,
+        ranks: 2,
+    });
+    assert!(matches!(odd, Err(VolumeError::Config { .. })), "a global batch of 3 does not split over 2 ranks");
+}

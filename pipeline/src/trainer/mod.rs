@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod metrics_log;
 mod oom_watch;
 pub mod progress;
+pub mod ranks;
 pub mod session;
 pub mod step;
 pub mod stop;

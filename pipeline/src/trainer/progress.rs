@@ -13,6 +13,8 @@ const PLAIN_LINE_EVERY_STEPS: usize = 10;
 pub enum Progress {
     Bar { bar: ProgressBar },
     Plain { steps_per_epoch: usize, epochs: usize },
+    /// Ranks other than 0 of a data-parallel run: rank 0 reports for all.
+    Silent,
 }
 
 impl Progress {
@@ -39,6 +41,7 @@ impl Progress {
                 bar.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
             }
             Self::Plain { .. } => tracing::info!("epoch {}/{}", epoch + 1, epochs),
+            Self::Silent => {}
         }
     }
 
@@ -59,6 +62,7 @@ impl Progress {
                     );
                 }
             }
+            Self::Silent => {}
         }
     }
 
@@ -67,6 +71,7 @@ impl Progress {
         match self {
             Self::Bar { bar } => bar.println(line),
             Self::Plain { .. } => tracing::info!("{line}"),
+            Self::Silent => {}
         }
     }
 

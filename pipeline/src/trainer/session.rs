@@ -13,7 +13,8 @@ use voxplan_volumes::preprocess::Preprocessing;
 use voxplan_volumes::source::{PreprocessedSource, open_raw_source};
 use voxplan_volumes::{CaseSource, LabelSpace, split};
 
-use crate::device::{self, ComputeDevice, DeviceRequest};
+use crate::data_parallel::Peer;
+use crate::device::{self, ComputeDevice, DeviceRequest, DevicesRequest};
 use crate::error::PipelineError;
 use crate::experiment::Experiment;
 use crate::job_plan::PlanInputs;
@@ -21,6 +22,7 @@ use crate::memory::MemoryMeter;
 use crate::trainer::checkpoint::{self, SAFETENSORS_FILE, TrainState};
 use crate::trainer::metrics_log::{EventRecord, MetricsLog};
 use crate::trainer::oom_watch;
+use crate::trainer::ranks::run_ranks;
 use crate::trainer::stop::StopRequest;
 use crate::trainer::train_loop::{LoopOutcome, RunContext, run};
 
@@ -36,6 +38,8 @@ pub const PLAN_FILE: &str = "plan.json";
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
     pub device: DeviceRequest,
+    /// Several devices in data parallel (`--devices`); `device` is then not used.
+    pub devices: Option<DevicesRequest>,
     /// A run or checkpoint directory to continue from.
     pub resume: Option<PathBuf>,
     /// Where checkpoints, metrics and weights go.
@@ -86,11 +90,20 @@ pub fn train(experiment: &Experiment, options: &TrainOptions) -> Result<TrainSum
 fn train_with(
     experiment: &Experiment,
     options: &TrainOptions,
-    mut attempt: impl FnMut(&RunContext, ComputeDevice) -> Result<LoopOutcome, Attempt>,
+    mut attempt: impl FnMut(&RunContext, &[ComputeDevice]) -> Result<LoopOutcome, Attempt>,
 ) -> Result<TrainSummary, PipelineError> {
     let started = Instant::now();
-    let device = device::resolve(options.device)?;
-    tracing::info!("training on {device}");
+    let devices = match &options.devices {
+        Some(several) => device::resolve_devices(several)?,
+        None => vec![device::resolve(options.device)?],
+    };
+    let device = devices[0];
+    let world = devices.len();
+    if world > 1 {
+        tracing::info!("training on {world} devices in data parallel: {}", describe(&devices));
+    } else {
+        tracing::info!("training on {device}");
+    }
     let run_dir = options.run_dir.clone();
     std::fs::create_dir_all(&run_dir).map_err(|source| PipelineError::Io { path: run_dir.clone(), source })?;
 
@@ -123,11 +136,18 @@ fn train_with(
                 return Ok(finished(state, &run_dir, dir, started));
             }
             tracing::info!("resuming from {}", dir.display());
-            state.plan
+            if state.plan.devices == world {
+                state.plan
+            } else {
+                let budget = options.budget_bytes;
+                let plan = make_plan(experiment, &profile, budget, world, source.as_ref(), &split.train, &run_dir)?;
+                replanned_for_world(state.plan, plan, dir)?
+            }
         }
         None => {
             write_experiment(&run_dir, experiment)?;
-            make_plan(experiment, &profile, options.budget_bytes, source.as_ref(), &split.train, &run_dir)?
+            let budget = options.budget_bytes;
+            make_plan(experiment, &profile, budget, world, source.as_ref(), &split.train, &run_dir)?
         }
     };
     let largest_validation = largest_shape(source.as_ref(), &split.validation)?;
@@ -154,9 +174,9 @@ fn train_with(
             labels: labels.clone(),
             stop: options.stop.clone(),
         };
-        match attempt(&ctx, device) {
+        match attempt(&ctx, &devices) {
             Ok(outcome) => {
-                let mut done = summary(outcome, &ctx, device, replans, started);
+                let mut done = summary(outcome, &ctx, &devices, replans, started);
                 done.resumed_from = first_resume;
                 return Ok(done);
             }
@@ -164,7 +184,7 @@ fn train_with(
             Err(Attempt::OutOfMemory(message)) => {
                 replans += 1;
                 let replan = replan_after_out_of_memory(&training_plan, &message, replans, |budget| {
-                    make_plan(experiment, &profile, Some(budget), source.as_ref(), &split.train, &run_dir)
+                    make_plan(experiment, &profile, Some(budget), world, source.as_ref(), &split.train, &run_dir)
                 })?;
                 tracing::error!(
                     "OUT OF MEMORY on {device}: {message}. Re-planned with a budget of {} ({}); continuing from \
@@ -343,18 +363,60 @@ pub fn replan_after_out_of_memory(
     Ok(Replan { budget_bytes, plan, detail })
 }
 
-/// Runs the planner, prints its summary and keeps its JSON beside the run.
+/// A run continued on another number of devices than it was planned for: the plan for the new count keeps
+/// the effective batch (the planner's target) when the count divides it; the checkpoint's weights must fit
+/// the new plan's network, which they do unless the per-device batch moved across the BatchNorm threshold.
+fn replanned_for_world(saved: TrainingPlan, plan: TrainingPlan, dir: &std::path::Path) -> Result<TrainingPlan, PipelineError> {
+    if plan.network != saved.network {
+        return Err(PipelineError::Option {
+            field: "--devices".into(),
+            problem: format!(
+                "{} was trained on {} device(s) with {:?} normalisation; on {} device(s) the plan needs {:?}, which                  its weights cannot continue; resume it on {} device(s)",
+                dir.display(),
+                saved.devices,
+                saved.network.norm,
+                plan.devices,
+                plan.network.norm,
+                saved.devices
+            ),
+        });
+    }
+    tracing::warn!(
+        "{} was trained on {} device(s) ({} per device × {} accumulation, effective batch {}); continuing on {} ({} × {},          effective batch {})",
+        dir.display(),
+        saved.devices,
+        saved.batch_size,
+        saved.accumulation_steps,
+        saved.effective_batch,
+        plan.devices,
+        plan.batch_size,
+        plan.accumulation_steps,
+        plan.effective_batch
+    );
+    Ok(plan)
+}
+
+/// `2 × cpu (burn flex, 2 threads)` or `cuda:0, cuda:1`.
+fn describe(devices: &[ComputeDevice]) -> String {
+    match devices {
+        [ComputeDevice::Cpu, ..] => format!("{} × {}", devices.len(), devices[0]),
+        _ => devices.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+    }
+}
+
+/// Runs the planner for `world` devices, prints its summary and keeps its JSON beside the run.
 fn make_plan(
     experiment: &Experiment,
     profile: &DeviceProfile,
     budget_bytes: Option<u64>,
+    world: usize,
     source: &dyn CaseSource,
     train_cases: &[usize],
     run_dir: &std::path::Path,
 ) -> Result<TrainingPlan, PipelineError> {
     // The same figures `voxplan plan` computes, so a dry run and the trainer plan alike.
     let inputs = PlanInputs::from_source(experiment, source, train_cases)?;
-    let report = inputs.plan(profile, budget_bytes)?;
+    let report = inputs.plan_parallel(profile, budget_bytes, world)?;
     tracing::info!("plan:\n{}", render(&report, ReportFormat::Text));
     let path = run_dir.join(PLAN_FILE);
     std::fs::write(&path, render(&report, ReportFormat::Json))
@@ -381,24 +443,44 @@ enum Attempt {
     OutOfMemory(String),
 }
 
-/// Picks the backend: flex or CUDA, with or without activation checkpointing, as the plan says.
-fn dispatch(ctx: &RunContext, device: ComputeDevice) -> Result<LoopOutcome, Attempt> {
-    match device {
-        ComputeDevice::Cpu => {
+/// Picks the backend: flex or CUDA, with or without activation checkpointing, as the plan says; one rank
+/// per device when there are several.
+fn dispatch(ctx: &RunContext, devices: &[ComputeDevice]) -> Result<LoopOutcome, Attempt> {
+    match devices {
+        [ComputeDevice::Cpu] => {
             let mut meter = MemoryMeter::heap();
+            let single = Peer::single();
             let result = if ctx.plan.checkpointing {
-                run::<Autodiff<Flex, BalancedCheckpointing>>(ctx, &FlexDevice, &mut meter)
+                run::<Autodiff<Flex, BalancedCheckpointing>>(ctx, &FlexDevice, &mut meter, &single)
             } else {
-                run::<Autodiff<Flex>>(ctx, &FlexDevice, &mut meter)
+                run::<Autodiff<Flex>>(ctx, &FlexDevice, &mut meter, &single)
             };
             result.map_err(Attempt::Failed)
         }
-        ComputeDevice::Cuda(index) => dispatch_cuda(ctx, index),
+        [ComputeDevice::Cpu, ..] => {
+            let peers = vec![FlexDevice; devices.len()];
+            let result = if ctx.plan.checkpointing {
+                run_ranks::<Autodiff<Flex, BalancedCheckpointing>>(ctx, peers, |_| MemoryMeter::heap())
+            } else {
+                run_ranks::<Autodiff<Flex>>(ctx, peers, |_| MemoryMeter::heap())
+            };
+            result.map_err(Attempt::Failed)
+        }
+        _ => {
+            let indices: Vec<usize> = devices
+                .iter()
+                .filter_map(|d| match d {
+                    ComputeDevice::Cuda(i) => Some(*i),
+                    ComputeDevice::Cpu => None,
+                })
+                .collect();
+            dispatch_cuda(ctx, &indices)
+        }
     }
 }
 
 #[cfg(feature = "cuda")]
-fn dispatch_cuda(ctx: &RunContext, index: usize) -> Result<LoopOutcome, Attempt> {
+fn dispatch_cuda(ctx: &RunContext, indices: &[usize]) -> Result<LoopOutcome, Attempt> {
     use burn::backend::Cuda;
     use burn::backend::cuda::CudaDevice;
     use burn::tensor::backend::Backend;
@@ -406,21 +488,31 @@ fn dispatch_cuda(ctx: &RunContext, index: usize) -> Result<LoopOutcome, Attempt>
 
     use crate::memory::cuda::CudaMeter;
 
-    let device = CudaDevice::new(index);
-    let mut meter = MemoryMeter::Cuda(CudaMeter::new(device.clone()));
+    let devices: Vec<CudaDevice> = indices.iter().map(|&i| CudaDevice::new(i)).collect();
+    let meter_for = |device: &CudaDevice| MemoryMeter::Cuda(CudaMeter::new(device.clone()));
     oom_watch::watch();
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        if ctx.plan.checkpointing {
-            run::<Autodiff<Cuda, BalancedCheckpointing>>(ctx, &device, &mut meter)
-        } else {
-            run::<Autodiff<Cuda>>(ctx, &device, &mut meter)
+    let outcome = catch_unwind(AssertUnwindSafe(|| match devices.as_slice() {
+        [device] => {
+            let (mut meter, single) = (meter_for(device), Peer::single());
+            if ctx.plan.checkpointing {
+                run::<Autodiff<Cuda, BalancedCheckpointing>>(ctx, device, &mut meter, &single)
+            } else {
+                run::<Autodiff<Cuda>>(ctx, device, &mut meter, &single)
+            }
         }
+        _ if ctx.plan.checkpointing => {
+            run_ranks::<Autodiff<Cuda, BalancedCheckpointing>>(ctx, devices.clone(), meter_for)
+        }
+        _ => run_ranks::<Autodiff<Cuda>>(ctx, devices.clone(), meter_for),
     }))
-    .map_err(|payload| panic_message(payload.as_ref()));
+    .map_err(|payload| crate::trainer::ranks::panic_message(payload.as_ref()));
     if !matches!(outcome, Ok(Ok(_))) {
-        <Cuda as Backend>::memory_cleanup(&device);
+        for device in &devices {
+            <Cuda as Backend>::memory_cleanup(device);
+        }
     }
-    classify_cuda_attempt(outcome, oom_watch::take_noted(), index)
+    let named = indices.iter().map(|i| format!("cuda:{i}")).collect::<Vec<_>>().join(",");
+    classify_cuda_attempt(outcome, oom_watch::take_noted(), &named)
 }
 
 /// How a CUDA attempt ended: its own result, or the message of the panic that ended it, and any
@@ -430,7 +522,7 @@ fn dispatch_cuda(ctx: &RunContext, index: usize) -> Result<LoopOutcome, Attempt>
 fn classify_cuda_attempt(
     outcome: Result<Result<LoopOutcome, PipelineError>, String>,
     noted_out_of_memory: Option<String>,
-    index: usize,
+    requested: &str,
 ) -> Result<LoopOutcome, Attempt> {
     let failure = match outcome {
         Ok(Ok(done)) => return Ok(done),
@@ -440,32 +532,22 @@ fn classify_cuda_attempt(
     match noted_out_of_memory {
         Some(noted) => Err(Attempt::OutOfMemory(format!("{noted} (then: {failure})"))),
         None if oom_watch::is_out_of_memory(&failure) => Err(Attempt::OutOfMemory(failure)),
-        None => Err(Attempt::Failed(PipelineError::Device { requested: format!("cuda:{index}"), problem: failure })),
+        None => Err(Attempt::Failed(PipelineError::Device { requested: requested.into(), problem: failure })),
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn dispatch_cuda(_ctx: &RunContext, index: usize) -> Result<LoopOutcome, Attempt> {
+fn dispatch_cuda(_ctx: &RunContext, indices: &[usize]) -> Result<LoopOutcome, Attempt> {
     Err(Attempt::Failed(PipelineError::Device {
-        requested: format!("cuda:{index}"),
+        requested: indices.iter().map(|i| format!("cuda:{i}")).collect::<Vec<_>>().join(","),
         problem: "built without the `cuda` feature".into(),
     }))
 }
 
-/// The text of a caught panic.
-#[cfg(feature = "cuda")]
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
-fn summary(o: LoopOutcome, ctx: &RunContext, device: ComputeDevice, replans: usize, started: Instant) -> TrainSummary {
+fn summary(o: LoopOutcome, ctx: &RunContext, devices: &[ComputeDevice], replans: usize, started: Instant) -> TrainSummary {
     TrainSummary {
         run_dir: ctx.run_dir.clone(),
-        device: device.to_string(),
+        device: describe(devices),
         plan: ctx.plan.clone(),
         epochs_done: o.state.epochs_done,
         optimizer_steps: o.state.optimizer_steps,
@@ -530,6 +612,7 @@ max_validation_cases = 1
             device: device::run_profile(&DeviceSelector::Cpu)?,
             budget_bytes: budget,
             median_shape: Some([64, 64, 64]),
+            devices: 1,
         })?;
         Ok(report.training)
     }
@@ -586,6 +669,7 @@ max_validation_cases = 1
         let run_dir = tmp.path().join("run");
         let options = TrainOptions {
             device: DeviceRequest::Cpu,
+            devices: None,
             resume: None,
             run_dir: run_dir.clone(),
             budget_bytes: Some(tightest_batch_2_budget(&exp)),
@@ -642,7 +726,7 @@ max_validation_cases = 1
 
     #[test]
     fn a_failed_cuda_attempt_is_an_out_of_memory_when_its_error_or_another_thread_says_so() {
-        let kind = |outcome, noted: Option<&str>| match classify_cuda_attempt(outcome, noted.map(String::from), 0) {
+        let kind = |outcome, noted: Option<&str>| match classify_cuda_attempt(outcome, noted.map(String::from), "cuda:0") {
             Ok(_) => "finished".to_string(),
             Err(Attempt::OutOfMemory(m)) => format!("oom: {m}"),
             Err(Attempt::Failed(e)) => format!("failed: {e}"),

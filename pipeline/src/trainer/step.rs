@@ -1,12 +1,14 @@
 //! One training step, shared by the training loop and the planner's step probe, so that what the planner is
 //! checked against is exactly what training runs: forward, Dice + CE (deep supervision included), the loss
-//! scaled by `loss scale / accumulation`, backward, gradients summed into the accumulator, then unscale,
-//! finite check and the optimizer update.
+//! scaled by `loss scale / accumulation`, backward, gradients summed into the accumulator, then (on several
+//! devices) averaged across the ranks, unscale, finite check and the optimizer update.
 
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor};
 
+use crate::data_parallel::Peer;
+use crate::error::PipelineError;
 use crate::loss::DiceCeLoss;
 use crate::model::UNet;
 use crate::optim::TrainOptimizer;
@@ -59,19 +61,23 @@ pub fn micro_batch<B: AutodiffBackend>(
     MicroOutcome::Accumulated { loss: value }
 }
 
-/// Unscales the accumulated gradients, checks them, and applies the optimizer at `lr` unless the loss
-/// scaler skips the step. Returns the (possibly updated) model and whether the step was skipped.
+/// Averages the accumulated gradients over `peer`'s ranks, unscales and checks them, and applies the
+/// optimizer at `lr` unless the loss scaler skips the step. Returns the (possibly updated) model and whether
+/// the step was skipped. Every rank sees the same averaged gradients, so all skip or step alike.
+#[allow(clippy::too_many_arguments)] // the step's state, each a separate concern
 pub fn optimizer_update<B: AutodiffBackend>(
     model: UNet<B>,
     optimizer: &mut TrainOptimizer<B, UNet<B>>,
     scaler: &mut LossScaler,
     accumulator: &mut GradientsAccumulator<UNet<B>>,
     lr: f64,
+    peer: &Peer,
     on_point: &mut dyn FnMut(StepPoint),
-) -> (UNet<B>, bool) {
-    let (grads, finite) = unscale_and_check(&model, accumulator.grads(), scaler.scale());
+) -> Result<(UNet<B>, bool), PipelineError> {
+    let grads = peer.average_gradients(&model, accumulator.grads())?;
+    let (grads, finite) = unscale_and_check(&model, grads, scaler.scale());
     let skipped = scaler.update(finite) == ScaledStep::Skip;
     let model = if skipped { model } else { optimizer.step(lr, model, grads) };
     on_point(StepPoint::AfterOptimizer);
-    (model, skipped)
+    Ok((model, skipped))
 }

@@ -59,6 +59,7 @@ max_validation_cases = 1
 pub fn cpu_options(run_dir: &Path) -> TrainOptions {
     TrainOptions {
         device: DeviceRequest::Cpu,
+        devices: None,
         resume: None,
         run_dir: run_dir.to_path_buf(),
         budget_bytes: None,
