@@ -60,7 +60,8 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("VOXPLAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // burn-collective logs each peer's whole configuration at info, a dozen lines per device.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,burn_collective=warn"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {
         // Escape sequences only where a terminal renders them: a batch job's log file stays plain text.

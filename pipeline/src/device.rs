@@ -99,10 +99,8 @@ pub fn resolve_devices(request: &DevicesRequest) -> Result<Vec<ComputeDevice>, P
     let indices = match request {
         DevicesRequest::CpuPeers(n) => return Ok(vec![ComputeDevice::Cpu; *n]),
         DevicesRequest::Cuda(indices) => indices.clone(),
-        DevicesRequest::AllCuda => (0..cuda_device_count().map_err(|problem| PipelineError::Device {
-            requested: "all".into(),
-            problem,
-        })?)
+        DevicesRequest::AllCuda => (0..cuda_device_count()
+            .map_err(|problem| PipelineError::Device { requested: "all".into(), problem })?)
             .collect(),
     };
     indices.into_iter().map(|i| resolve(DeviceRequest::Cuda(i))).collect()

@@ -51,7 +51,14 @@ fn summary_rows(r: &PlanReport) -> Vec<(&'static str, String)> {
             ),
         ),
         ("patch", format!("{:?}", t.patch_size)),
-        ("batch × accumulation", format!("{} × {} = {}", t.batch_size, t.accumulation_steps, t.effective_batch)),
+        if t.devices > 1 {
+            (
+                "batch × devices × accumulation",
+                format!("{} × {} × {} = {}", t.batch_size, t.devices, t.accumulation_steps, t.effective_batch),
+            )
+        } else {
+            ("batch × accumulation", format!("{} × {} = {}", t.batch_size, t.accumulation_steps, t.effective_batch))
+        },
         ("precision", format!("{:?}", t.precision)),
         ("checkpointing", if t.checkpointing { "balanced".into() } else { "off".into() }),
         ("learning rate", format!("{:e}, {} warm-up steps", t.learning_rate, t.warmup_steps)),

@@ -42,7 +42,7 @@ pub struct BudgetSummary {
 /// One decision and why it was taken.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
-    /// batch, accumulation, precision, norm, checkpointing, patch, learning_rate, budget.
+    /// batch, devices, accumulation, precision, norm, checkpointing, patch, learning_rate, budget.
     pub topic: String,
     pub choice: String,
     pub reason: String,

@@ -37,6 +37,10 @@ pub struct Args {
     /// Memory budget instead of the device's free memory, e.g. 11GiB, 512MiB, 8GB.
     #[arg(long)]
     budget: Option<String>,
+    /// Plan for this many devices in data parallel (the per-device batch, memory per device, and the
+    /// accumulation that keeps the effective batch); with --gpu, that many of that card.
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
     #[arg(long, value_enum, default_value = "train")]
     mode: Mode,
     #[arg(long, value_enum, default_value = "text")]
@@ -59,7 +63,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // from headers only (no voxel is decoded, so this stays fast on thousands of files).
     let inputs = PlanInputs::read(&exp).context("reading the dataset's headers for its median shape")?;
     let median_shape = inputs.median_shape;
-    let report = inputs.plan(&device, budget).with_context(|| format!("planning experiment {:?}", exp.name))?;
+    let report = inputs
+        .plan_parallel(&device, budget, args.devices)
+        .with_context(|| format!("planning experiment {:?}", exp.name))?;
     match args.mode {
         Mode::Train => {
             let format = match args.format {

@@ -238,7 +238,8 @@ fn submit(dir: &Path, a: SubmitArgs) -> anyhow::Result<()> {
     }
     if a.gpus > 1 {
         return Err(BadInput(
-            "--gpus above 1 needs data-parallel training (voxplan train --devices), which this build does not have"
+            "--gpus above 1: the queue does not place data-parallel jobs yet (their budgets are planned for one card); \
+             run `voxplan train --devices cuda:0,cuda:1,…` directly"
                 .into(),
         )
         .into());

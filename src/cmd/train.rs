@@ -77,7 +77,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "plan         patch {:?}, batch {}{} × {} accumulation, {:?}, checkpointing {}",
         summary.plan.patch_size,
         summary.plan.batch_size,
-        if summary.plan.devices > 1 { format!(" per device × {} devices", summary.plan.devices) } else { String::new() },
+        if summary.plan.devices > 1 {
+            format!(" per device × {} devices", summary.plan.devices)
+        } else {
+            String::new()
+        },
         summary.plan.accumulation_steps,
         summary.plan.precision,
         summary.plan.checkpointing

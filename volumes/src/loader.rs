@@ -313,7 +313,19 @@ impl PatchLoader {
         first_batch: usize,
     ) -> Result<Self> {
         let (s, e) = (seed, epoch);
-        Self::start_shard(source, cases, loader, augment, patch_size, batch_size, batches, s, e, first_batch, Shard::WHOLE)
+        Self::start_shard(
+            source,
+            cases,
+            loader,
+            augment,
+            patch_size,
+            batch_size,
+            batches,
+            s,
+            e,
+            first_batch,
+            Shard::WHOLE,
+        )
     }
 
     /// [`PatchLoader::start_at`] for one rank of data-parallel training: `batch_size` is the global batch
@@ -344,7 +356,7 @@ impl PatchLoader {
         if batch_size == 0 || patch_size.contains(&0) {
             return bad("plan", "batch size and patch edges must be at least 1");
         }
-        if shard.ranks == 0 || shard.rank >= shard.ranks || batch_size % shard.ranks != 0 {
+        if shard.ranks == 0 || shard.rank >= shard.ranks || !batch_size.is_multiple_of(shard.ranks) {
             return bad(
                 "plan",
                 &format!("rank {} of {}: the global batch {batch_size} must split evenly", shard.rank, shard.ranks),

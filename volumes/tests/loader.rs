@@ -354,7 +354,8 @@ fn shards_split_every_global_batch_between_the_ranks() {
     for (batch, ranks) in [(2, 2), (4, 2), (6, 3), (4, 4)] {
         for first in [0, 1, 5] {
             let whole = start(batch, first, Shard::WHOLE);
-            let parts: Vec<Vec<PatchBatch>> = (0..ranks).map(|rank| start(batch, first, Shard { rank, ranks })).collect();
+            let parts: Vec<Vec<PatchBatch>> =
+                (0..ranks).map(|rank| start(batch, first, Shard { rank, ranks })).collect();
             let per_rank = batch / ranks;
             for (i, global) in whole.iter().enumerate() {
                 for (rank, part) in parts.iter().enumerate() {
@@ -371,9 +372,18 @@ fn shards_split_every_global_batch_between_the_ranks() {
             assert!(parts.iter().all(|p| p.len() == whole.len()), "batch {batch}, {ranks} ranks, first {first}");
         }
     }
-    let odd = PatchLoader::start_shard(phantoms(2, [24; 3]), vec![0], &cfg, &aug, [8; 3], 3, 1, 0, 0, 0, Shard {
-        rank: 0,
-        ranks: 2,
-    });
+    let odd = PatchLoader::start_shard(
+        phantoms(2, [24; 3]),
+        vec![0],
+        &cfg,
+        &aug,
+        [8; 3],
+        3,
+        1,
+        0,
+        0,
+        0,
+        Shard { rank: 0, ranks: 2 },
+    );
     assert!(matches!(odd, Err(VolumeError::Config { .. })), "a global batch of 3 does not split over 2 ranks");
 }

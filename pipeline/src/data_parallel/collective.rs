@@ -16,9 +16,8 @@ use crate::model::UNet;
 /// Registers `rank` of `world` ranks in this process. The tree all-reduce is burn-collective's local
 /// default; Ring is its choice across nodes.
 pub(super) fn register<B: Backend>(rank: usize, world: usize, device: B::Device) -> Result<(), String> {
-    let config = CollectiveConfig::default()
-        .with_num_devices(world)
-        .with_local_all_reduce_strategy(AllReduceStrategy::Tree(2));
+    let config =
+        CollectiveConfig::default().with_num_devices(world).with_local_all_reduce_strategy(AllReduceStrategy::Tree(2));
     collective::register::<B>(PeerId(rank as u32), device, config).map_err(|e| format!("{e:?}"))
 }
 
@@ -37,7 +36,13 @@ pub(super) fn average_gradients<B: AutodiffBackend>(
     model: &UNet<B>,
     grads: GradientsParams,
 ) -> Result<GradientsParams, String> {
-    let mut visitor = Average::<B> { peer: PeerId(rank as u32), source: grads, averaged: GradientsParams::new(), error: None, backend: std::marker::PhantomData };
+    let mut visitor = Average::<B> {
+        peer: PeerId(rank as u32),
+        source: grads,
+        averaged: GradientsParams::new(),
+        error: None,
+        backend: std::marker::PhantomData,
+    };
     model.visit(&mut visitor);
     match visitor.error {
         Some(e) => Err(e),
@@ -49,8 +54,9 @@ pub(super) fn average_gradients<B: AutodiffBackend>(
 pub(super) fn sum_f32<B: Backend>(rank: usize, values: Vec<f32>, device: &B::Device) -> Result<Vec<f32>, String> {
     let n = values.len();
     let tensor = Tensor::<B, 1>::from_data(TensorData::new(values, [n]), device);
-    let summed = collective::all_reduce::<B>(PeerId(rank as u32), tensor.into_primitive().tensor(), ReduceOperation::Sum)
-        .map_err(|e| format!("{e:?}"))?;
+    let summed =
+        collective::all_reduce::<B>(PeerId(rank as u32), tensor.into_primitive().tensor(), ReduceOperation::Sum)
+            .map_err(|e| format!("{e:?}"))?;
     let summed = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(summed));
     summed.into_data().to_vec::<f32>().map_err(|e| format!("{e:?}"))
 }
@@ -73,8 +79,11 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Average<B> {
         let Some(grad) = self.source.remove::<B::InnerBackend, D>(param.id) else {
             return;
         };
-        match collective::all_reduce::<B::InnerBackend>(self.peer, grad.into_primitive().tensor(), ReduceOperation::Mean)
-        {
+        match collective::all_reduce::<B::InnerBackend>(
+            self.peer,
+            grad.into_primitive().tensor(),
+            ReduceOperation::Mean,
+        ) {
             Ok(mean) => self
                 .averaged
                 .register::<B::InnerBackend, D>(param.id, Tensor::from_primitive(TensorPrimitive::Float(mean))),

@@ -11,8 +11,13 @@ const PLAIN_LINE_EVERY_STEPS: usize = 10;
 
 /// Reports epochs and steps.
 pub enum Progress {
-    Bar { bar: ProgressBar },
-    Plain { steps_per_epoch: usize, epochs: usize },
+    Bar {
+        bar: ProgressBar,
+    },
+    Plain {
+        steps_per_epoch: usize,
+        epochs: usize,
+    },
     /// Ranks other than 0 of a data-parallel run: rank 0 reports for all.
     Silent,
 }

@@ -366,7 +366,11 @@ pub fn replan_after_out_of_memory(
 /// A run continued on another number of devices than it was planned for: the plan for the new count keeps
 /// the effective batch (the planner's target) when the count divides it; the checkpoint's weights must fit
 /// the new plan's network, which they do unless the per-device batch moved across the BatchNorm threshold.
-fn replanned_for_world(saved: TrainingPlan, plan: TrainingPlan, dir: &std::path::Path) -> Result<TrainingPlan, PipelineError> {
+fn replanned_for_world(
+    saved: TrainingPlan,
+    plan: TrainingPlan,
+    dir: &std::path::Path,
+) -> Result<TrainingPlan, PipelineError> {
     if plan.network != saved.network {
         return Err(PipelineError::Option {
             field: "--devices".into(),
@@ -544,7 +548,13 @@ fn dispatch_cuda(_ctx: &RunContext, indices: &[usize]) -> Result<LoopOutcome, At
     }))
 }
 
-fn summary(o: LoopOutcome, ctx: &RunContext, devices: &[ComputeDevice], replans: usize, started: Instant) -> TrainSummary {
+fn summary(
+    o: LoopOutcome,
+    ctx: &RunContext,
+    devices: &[ComputeDevice],
+    replans: usize,
+    started: Instant,
+) -> TrainSummary {
     TrainSummary {
         run_dir: ctx.run_dir.clone(),
         device: describe(devices),
@@ -726,11 +736,12 @@ max_validation_cases = 1
 
     #[test]
     fn a_failed_cuda_attempt_is_an_out_of_memory_when_its_error_or_another_thread_says_so() {
-        let kind = |outcome, noted: Option<&str>| match classify_cuda_attempt(outcome, noted.map(String::from), "cuda:0") {
-            Ok(_) => "finished".to_string(),
-            Err(Attempt::OutOfMemory(m)) => format!("oom: {m}"),
-            Err(Attempt::Failed(e)) => format!("failed: {e}"),
-        };
+        let kind =
+            |outcome, noted: Option<&str>| match classify_cuda_attempt(outcome, noted.map(String::from), "cuda:0") {
+                Ok(_) => "finished".to_string(),
+                Err(Attempt::OutOfMemory(m)) => format!("oom: {m}"),
+                Err(Attempt::Failed(e)) => format!("failed: {e}"),
+            };
         let read_error =
             || Ok(Err(PipelineError::Device { requested: "cuda:0".into(), problem: "read failed".into() }));
         // cubecl's runner thread panicked allocating; the training thread only saw a generic read error.

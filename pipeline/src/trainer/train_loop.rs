@@ -280,29 +280,35 @@ fn run_rank<B: AutodiffBackend>(
                 );
                 progress.println(&format!("warning: {detail}"));
                 tracing::warn!("{detail}");
-                write(&mut log, &EventRecord {
-                    kind: "event",
+                write(
+                    &mut log,
+                    &EventRecord {
+                        kind: "event",
+                        epoch,
+                        step: state.optimizer_steps,
+                        event: "memory_above_plan".into(),
+                        detail,
+                    },
+                )?;
+            }
+            write(
+                &mut log,
+                &StepRecord {
+                    kind: "step",
                     epoch,
                     step: state.optimizer_steps,
-                    event: "memory_above_plan".into(),
-                    detail,
-                })?;
-            }
-            write(&mut log, &StepRecord {
-                kind: "step",
-                epoch,
-                step: state.optimizer_steps,
-                loss: step_loss,
-                lr,
-                samples_per_s: rate,
-                waited_for_data_s: (loader.waited() - waited_before).as_secs_f64(),
-                peak_memory_measured_bytes: mem.measured_peak_bytes,
-                peak_memory_planned_bytes: planned_step,
-                loader_bound_bytes: loader_bound,
-                driver_used_bytes: mem.driver_used_bytes,
-                skipped,
-                loss_scale: scaler.is_enabled().then_some(scaler.scale() as f64),
-            })?;
+                    loss: step_loss,
+                    lr,
+                    samples_per_s: rate,
+                    waited_for_data_s: (loader.waited() - waited_before).as_secs_f64(),
+                    peak_memory_measured_bytes: mem.measured_peak_bytes,
+                    peak_memory_planned_bytes: planned_step,
+                    loader_bound_bytes: loader_bound,
+                    driver_used_bytes: mem.driver_used_bytes,
+                    skipped,
+                    loss_scale: scaler.is_enabled().then_some(scaler.scale() as f64),
+                },
+            )?;
             progress.step(epoch, step_in_epoch, step_loss, rate);
             state.loss_scale = scaler.is_enabled().then_some(scaler.scale() as f64);
             let inside_epoch = step_in_epoch + 1 < cfg.steps_per_epoch;
@@ -346,15 +352,18 @@ fn run_rank<B: AutodiffBackend>(
                 result.seconds,
                 result.summary(&ctx.labels)
             ));
-            write(&mut log, &ValidationRecord {
-                kind: "validation",
-                epoch,
-                step: state.optimizer_steps,
-                dice,
-                dice_per_class: result.by_name(&ctx.labels),
-                cases: result.cases,
-                seconds: result.seconds,
-            })?;
+            write(
+                &mut log,
+                &ValidationRecord {
+                    kind: "validation",
+                    epoch,
+                    step: state.optimizer_steps,
+                    dice,
+                    dice_per_class: result.by_name(&ctx.labels),
+                    cases: result.cases,
+                    seconds: result.seconds,
+                },
+            )?;
             if state.best_dice.is_none_or(|b| dice > b) {
                 state.best_dice = Some(dice);
                 state.best_epoch = Some(epoch);
@@ -418,13 +427,16 @@ fn interrupted_at_boundary(
 ) -> Result<PipelineError, PipelineError> {
     let epoch = state.epoch_progress.map_or(state.epochs_done, |p| p.epoch);
     let checkpoint = checkpoint::slot_dir(&ctx.run_dir, Slot::Last);
-    write(log, &EventRecord {
-        kind: "event",
-        epoch,
-        step: state.optimizer_steps,
-        event: "interrupted".into(),
-        detail: format!("stop requested; checkpoint {}", checkpoint.display()),
-    })?;
+    write(
+        log,
+        &EventRecord {
+            kind: "event",
+            epoch,
+            step: state.optimizer_steps,
+            event: "interrupted".into(),
+            detail: format!("stop requested; checkpoint {}", checkpoint.display()),
+        },
+    )?;
     tracing::warn!("stop requested: checkpoint written at optimizer step {}", state.optimizer_steps);
     Ok(PipelineError::Interrupted { step: state.optimizer_steps, epoch, checkpoint })
 }
