@@ -72,6 +72,23 @@ PY
   fi
 done
 
+# Data parallel (issue 13) when the machine has two cards or more: the first configuration on 2 cards against
+# its 1-card run above, samples/s of each, and the plan's per-device batch.
+gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
+first="${CONFIGS[0]%%|*}"
+if [ "$gpus" -ge 2 ]; then
+  echo "== data parallel ($first on cuda:0,cuda:1)"
+  if "$BIN" train --config "$OUT/$first.toml" --devices cuda:0,cuda:1 --run-dir "$OUT/$first-2gpu" \
+      >"$OUT/$first-2gpu.log" 2>&1; then
+    grep -E "^(device|plan|throughput)" "$OUT/$first-2gpu.log"
+    grep -E "^throughput" "$OUT/$first.log" | sed 's/^/   one card: /'
+  else
+    echo "   FAILED (see $OUT/$first-2gpu.log)"; tail -5 "$OUT/$first-2gpu.log"
+  fi
+else
+  echo "== data parallel: $gpus card(s), skipped (needs 2)"
+fi
+
 # predict on CUDA with the first configuration's best checkpoint: a fresh phantom case, labels and
 # probabilities written on the input's grid, windows per pass from the inference planner.
 first="${CONFIGS[0]%%|*}"

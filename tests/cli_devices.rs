@@ -31,7 +31,7 @@ fn plan_for_several_devices_keeps_the_effective_batch_and_says_so() {
         let decisions = report["decisions"].as_array().unwrap();
         let said = decisions.iter().find(|d| d["topic"] == "devices").expect("a devices decision");
         let target = one["effective_batch"].as_u64().unwrap();
-        if target % devices as u64 == 0 {
+        if target.is_multiple_of(devices as u64) {
             assert_eq!(e, target, "{devices} devices keep the effective batch");
             assert_eq!(t["learning_rate"], one["learning_rate"], "and so the learning rate");
         } else {
