@@ -259,3 +259,27 @@ fn cancel_checkpoints_a_running_job_retry_resumes_it_and_logs_show_both_runs() {
     let status = ok(voxplan(&queue, &["queue", "status", &id.to_string()]).output().unwrap());
     assert!(status.contains("done") && status.contains("budget"), "{status}");
 }
+
+/// `submit --gpus 2` takes two cards at once and the job trains on both in data parallel (on the CPU here,
+/// `--devices cpu:2`, the path two cards take); more cards than the box has are refused at submit.
+#[test]
+fn a_job_on_two_cards_trains_in_data_parallel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let queue = tmp.path().join("queue");
+    let config = experiment(tmp.path(), "pair", 1);
+    let config = config.to_str().unwrap();
+    let out = ok(voxplan(&queue, &["queue", "submit", config, "--gpus", "2", "--name", "pair"]).output().unwrap());
+    let id: i64 = out.split_whitespace().nth(2).unwrap().parse().unwrap();
+    let three = voxplan(&queue, &["queue", "submit", config, "--gpus", "3"]).output().unwrap();
+    assert_eq!(three.status.code(), Some(3), "{}", String::from_utf8_lossy(&three.stderr));
+    assert!(runner(&queue, true).wait_with_output().unwrap().status.success());
+    let job = list(&queue).into_iter().find(|j| j["id"] == id).unwrap();
+    assert_eq!(job["state"], "done", "{job}");
+    let run = queue.join(format!("jobs/{id}/run"));
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["training"]["devices"], 2, "{plan}");
+    assert_eq!(steps(&run), (1..=12).collect::<Vec<u64>>(), "every step once, written by rank 0");
+    let log = std::fs::read_to_string(queue.join(format!("jobs/{id}/job.log"))).unwrap();
+    assert!(log.contains("2 × cpu"), "{log}");
+}

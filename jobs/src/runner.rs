@@ -411,7 +411,11 @@ pub fn child_command(exe: &Path, job: &Job, cards: &[usize], budget: u64, simula
     let mut command = Command::new(exe);
     command.arg(job.kind.subcommand()).args(&job.spec.args).args(["--budget", &budget.to_string()]);
     if simulated {
-        command.args(["--device", "cpu"]);
+        // The same data-parallel path the cards would take, on CPU peers.
+        match cards.len() {
+            0 | 1 => command.args(["--device", "cpu"]),
+            n => command.args(["--devices", &format!("cpu:{n}")]),
+        };
     } else {
         let visible = cards.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
         command.env("CUDA_DEVICE_ORDER", "PCI_BUS_ID").env("CUDA_VISIBLE_DEVICES", visible);

@@ -81,7 +81,8 @@ struct SubmitArgs {
     /// Higher runs first (ties: submission order).
     #[arg(long, default_value_t = 0)]
     priority: i64,
-    /// Cards the job uses at once.
+    /// Cards the job trains on at once, in data parallel (`voxplan train --devices`); each must hold the
+    /// plan's per-card budget, which is sized for one card (a share of the batch per card needs no more).
     #[arg(long, default_value_t = 1)]
     gpus: usize,
     /// Where checkpoints and metrics go (default: the job's folder in the queue, `run/`).
@@ -235,14 +236,6 @@ fn submit(dir: &Path, a: SubmitArgs) -> anyhow::Result<()> {
     check_extra(&a.extra, &[])?;
     if a.gpus == 0 {
         return Err(BadInput("--gpus must be at least 1".into()).into());
-    }
-    if a.gpus > 1 {
-        return Err(BadInput(
-            "--gpus above 1: the queue does not place data-parallel jobs yet (their budgets are planned for one card); \
-             run `voxplan train --devices cuda:0,cuda:1,…` directly"
-                .into(),
-        )
-        .into());
     }
     let experiment = Experiment::load(Some(&a.experiment))?;
     let inputs = PlanInputs::read(&experiment).context("reading the experiment's dataset")?;
