@@ -111,6 +111,13 @@ case "$action" in
     if running; then
       sinfo -h >/dev/null && { echo "SLURM_CONF=$conf"; exit 0; }
     fi
+    # Another checkout's cluster holds the ports this one would use: say so instead of timing out.
+    other=$(pgrep -af "slurmctld -f" 2>/dev/null | grep -v -F -- "-f $conf" | head -n 1 || true)
+    if [ -n "$other" ]; then
+      echo "slurm-local: another local cluster is running ($other); stop it first with" \
+        "scripts/slurm-local.sh stop <its directory, the folder above etc/slurm.conf>" >&2
+      exit 1
+    fi
     write_config
     /usr/sbin/slurmctld -f "$conf"
     for n in n1 n2; do /usr/sbin/slurmd -N "$n" -f "$conf"; done
