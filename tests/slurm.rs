@@ -159,8 +159,17 @@ fn a_requeued_job_checkpoints_runs_again_and_resumes() {
     // Slurm holds a requeued job back for a while (BeginTime); release it now.
     wait_for("the job is pending again", Duration::from_secs(60), || job_field(&id, "JobState") == "PENDING");
     let stopped_at = steps(&run).len();
-    slurm("scontrol", &["update", &format!("JobId={id}"), "StartTime=now"]);
-    wait_for("the requeued job completes", Duration::from_secs(180), || job_field(&id, "JobState") == "COMPLETED");
+    // Released again every few seconds while it still pends: an update that reaches slurmctld while the
+    // requeue is still being processed is lost, and the job would then wait out its BeginTime.
+    let mut released: Option<Instant> = None;
+    wait_for("the requeued job completes", Duration::from_secs(180), || {
+        let state = job_field(&id, "JobState");
+        if state == "PENDING" && released.is_none_or(|t| t.elapsed() > Duration::from_secs(3)) {
+            slurm("scontrol", &["update", &format!("JobId={id}"), "StartTime=now"]);
+            released = Some(Instant::now());
+        }
+        state == "COMPLETED"
+    });
     assert_eq!(job_field(&id, "Restarts"), "1");
     let log = output(&run, &id);
     assert!(log.contains("restart 0") && log.contains("restart 1"), "{log}");
