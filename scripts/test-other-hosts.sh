@@ -19,7 +19,7 @@ for setting in "${settings[@]}"; do
     passed=$(grep -Eo "[0-9]+ passed" "$log" | awk '{s += $1} END {print s}')
     echo "as on another host ($setting): $passed tests passed" >&2
   else
-    grep -E "^test .* FAILED|panicked at|^---- " "$log" >&2 || tail -n 40 "$log" >&2
+    grep -E -A4 "^test .* FAILED|panicked at|^---- " "$log" >&2 || tail -n 40 "$log" >&2
     echo "FAILED as on another host: $setting" >&2
     exit 1
   fi
