@@ -18,7 +18,8 @@ pub const DOES_NOT_FIT: u8 = 3;
 /// The loss became NaN or infinite; the last good checkpoint is kept.
 pub const DIVERGED: u8 = 4;
 /// Stopped by SIGTERM, SIGINT or SIGUSR1 after writing a checkpoint: the same command resumes
-/// (sysexits' EX_TEMPFAIL, which Slurm and systemd users read as "try again").
+/// (sysexits' EX_TEMPFAIL, which Slurm and systemd users read as "try again"). Also `train` giving up on a
+/// run directory that another process kept using: nothing was changed, and the same command later works.
 pub const INTERRUPTED: u8 = 75;
 
 /// The table `voxplan --help` prints.
@@ -28,7 +29,8 @@ pub const TABLE: &str = "Exit codes:
   2   usage or bad input: command line, experiment file, dataset, checkpoint
   3   does not fit: no plan within the memory budget, or out of memory after the allowed re-plans
   4   diverged: the loss became NaN or infinite (the last good checkpoint is kept)
-  75  interrupted by SIGTERM/SIGINT/SIGUSR1 with a checkpoint written: run the same command to resume";
+  75  interrupted by SIGTERM/SIGINT/SIGUSR1 with a checkpoint written, or (train) the run directory
+      stayed in use by another process: run the same command again to resume";
 
 /// An error of the command line itself (not of a library): bad input.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +73,9 @@ fn pipeline_code(e: &PipelineError) -> Option<u8> {
     Some(match e {
         PipelineError::Volume(v) => volume_code(v),
         PipelineError::Plan(p) => plan_code(p),
-        PipelineError::Interrupted { .. } | PipelineError::PredictInterrupted { .. } => INTERRUPTED,
+        PipelineError::Interrupted { .. }
+        | PipelineError::PredictInterrupted { .. }
+        | PipelineError::RunDirBusy { .. } => INTERRUPTED,
         PipelineError::NonFiniteLoss { .. } => DIVERGED,
         PipelineError::OutOfMemory { .. } => DOES_NOT_FIT,
         PipelineError::Experiment { .. } | PipelineError::Option { .. } => BAD_INPUT,

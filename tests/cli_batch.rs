@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TEST_THREADS;
+use common::{TEST_THREADS, tiny_experiment_text};
 
 /// Three epochs of 12 steps of a tiny U-Net: long enough (a second or more on 2 cores) to be signalled
 /// mid-epoch, and checkpointed after every step when `every_step` is set.
@@ -17,41 +17,11 @@ fn experiment(dir: &Path, name: &str, every_step: bool) -> String {
 }
 
 fn write_experiment(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
+    common::write_experiment(dir, name, text).to_string_lossy().into_owned()
 }
 
 fn experiment_text(name: &str, every_step: bool) -> String {
-    format!(
-        r#"
-name = "{name}"
-seed = 4
-[network]
-in_channels = 1
-num_classes = 3
-norm = {{ kind = "group", groups = 4 }}
-stages = [{{ features = 4, stride = [1, 1, 1] }}, {{ features = 8, stride = [2, 2, 2] }}]
-[plan]
-patch_size = [16, 16, 16]
-target_effective_batch = 2
-optimizer = "sgd"
-warmup_steps = 2
-[data]
-source = {{ kind = "phantom", cases = 4, shape = [24, 24, 24], structures = 2, seed = 5 }}
-validation_fraction = 0.25
-[loader]
-workers = 2
-queue_length = 4
-samples_per_volume = 2
-[train]
-epochs = 3
-steps_per_epoch = 12
-max_validation_cases = 1
-checkpoint_every_minutes = {every}
-"#,
-        every = if every_step { "0" } else { "10" }
-    )
+    tiny_experiment_text(name, 3, 2, if every_step { 0 } else { 10 })
 }
 
 fn command(args: &[&str]) -> Command {
@@ -302,6 +272,57 @@ fn the_same_run_directory_with_another_experiment_is_refused() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A second process on the same run directory (a requeued job whose previous run still writes its
+/// checkpoint, a command started twice) waits for the first to let go, then resumes where it stopped; one
+/// told not to wait gives up at once with exit 75, naming the process that holds the directory.
+#[test]
+fn a_second_process_on_the_same_run_directory_waits_for_the_first_then_resumes() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = experiment(tmp.path(), "locked", false);
+    let whole = tmp.path().join("whole");
+    assert_eq!(code(&run_to_end(&train_args(&config, whole.to_str().unwrap()))), 0);
+
+    let run = tmp.path().join("run");
+    let args = train_args(&config, run.to_str().unwrap());
+    let mut first = command(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for_steps(&mut first, &run, 3);
+
+    let impatient = run_to_end(&[args.as_slice(), &["--wait-for-run-dir", "0"]].concat());
+    assert_eq!(code(&impatient), 75, "{}", stderr(&impatient));
+    let holder = format!("pid {}", first.id());
+    assert!(stderr(&impatient).contains("in use by another voxplan process") && stderr(&impatient).contains(&holder));
+
+    let mut second = command(&[args.as_slice(), &["--wait-for-run-dir", "120"]].concat())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr_pipe = second.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in std::io::BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+            if line.contains("in use by another voxplan process") {
+                let _ = tx.send(());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    rx.recv_timeout(Duration::from_secs(60)).expect("the second process says that it waits");
+    assert!(first.try_wait().unwrap().is_none(), "the first run still trains while the second waits");
+    signal(&first, "TERM");
+    assert_eq!(first.wait().unwrap().code(), Some(75));
+
+    let out = second.wait_with_output().unwrap();
+    let second_stderr = reader.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{second_stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("resumed from"));
+    assert_same_run(&whole, &run);
 }
 
 /// Every row of the exit-code table, from a real command.

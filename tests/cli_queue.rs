@@ -9,41 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TEST_THREADS;
+use common::{TEST_THREADS, tiny_experiment_text, write_experiment};
 
 /// A tiny experiment: `epochs` × 12 steps, checkpointed after every step.
 fn experiment(dir: &Path, name: &str, epochs: usize) -> PathBuf {
-    let text = format!(
-        r#"
-name = "{name}"
-seed = 4
-[network]
-in_channels = 1
-num_classes = 3
-norm = {{ kind = "group", groups = 4 }}
-stages = [{{ features = 4, stride = [1, 1, 1] }}, {{ features = 8, stride = [2, 2, 2] }}]
-[plan]
-patch_size = [16, 16, 16]
-target_effective_batch = 2
-optimizer = "sgd"
-warmup_steps = 2
-[data]
-source = {{ kind = "phantom", cases = 4, shape = [24, 24, 24], structures = 2, seed = 5 }}
-validation_fraction = 0.25
-[loader]
-workers = 1
-queue_length = 4
-samples_per_volume = 2
-[train]
-epochs = {epochs}
-steps_per_epoch = 12
-max_validation_cases = 1
-checkpoint_every_minutes = 0
-"#
-    );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    write_experiment(dir, name, &tiny_experiment_text(name, epochs, 1, 0))
 }
 
 fn voxplan(queue: &Path, args: &[&str]) -> Command {

@@ -37,6 +37,10 @@ pub enum PipelineError {
     /// rank failed first (whose error is the one reported).
     #[error("rank {rank}: {problem}")]
     PeerStopped { rank: usize, problem: String },
+    /// Another process held the run directory's lock for longer than `train` was told to wait; nothing in
+    /// the directory was changed.
+    #[error("{}: in use by another voxplan process ({holder}); gave up after waiting {:.0} s (--wait-for-run-dir); run the same command again once it has finished", path.display(), waited.as_secs_f64())]
+    RunDirBusy { path: PathBuf, holder: String, waited: std::time::Duration },
     /// A training or prediction option is invalid; `field` names it.
     #[error("invalid {field}: {problem}")]
     Option { field: String, problem: String },

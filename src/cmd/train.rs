@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use voxplan_pipeline::trainer::run_lock::DEFAULT_RUN_DIR_WAIT;
 use voxplan_pipeline::{DeviceRequest, DevicesRequest, Experiment, TrainOptions, train};
 use voxplan_planner::{format_bytes, parse_budget};
 
@@ -34,6 +35,10 @@ pub struct Args {
     /// spans the experiment's full `train.epochs`.
     #[arg(long)]
     stop_after_epochs: Option<usize>,
+    /// Seconds to wait when another voxplan process still trains into the run directory (a requeued job
+    /// whose previous run still writes its checkpoint, say) before giving up with exit 75.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_RUN_DIR_WAIT.as_secs())]
+    wait_for_run_dir: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -56,6 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             budget_bytes,
             stop_after_epochs: args.stop_after_epochs,
             stop: crate::signals::stop_on_signals()?,
+            wait_for_run_dir: std::time::Duration::from_secs(args.wait_for_run_dir),
         },
     )
     .context("training failed")?;

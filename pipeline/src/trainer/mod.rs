@@ -5,6 +5,7 @@ pub mod metrics_log;
 mod oom_watch;
 pub mod progress;
 pub mod ranks;
+pub mod run_lock;
 pub mod session;
 pub mod step;
 pub mod stop;

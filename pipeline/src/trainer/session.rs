@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::flex::FlexDevice;
@@ -23,6 +23,7 @@ use crate::trainer::checkpoint::{self, SAFETENSORS_FILE, TrainState};
 use crate::trainer::metrics_log::{EventRecord, MetricsLog};
 use crate::trainer::oom_watch;
 use crate::trainer::ranks::run_ranks;
+use crate::trainer::run_lock;
 use crate::trainer::stop::StopRequest;
 use crate::trainer::train_loop::{LoopOutcome, RunContext, run};
 
@@ -51,6 +52,9 @@ pub struct TrainOptions {
     pub stop_after_epochs: Option<usize>,
     /// Set (by a signal handler, a queue) to stop after the optimizer step in progress, with a checkpoint.
     pub stop: StopRequest,
+    /// How long to wait for another process that holds the run directory ([`run_lock`]); usually
+    /// [`run_lock::DEFAULT_RUN_DIR_WAIT`].
+    pub wait_for_run_dir: Duration,
 }
 
 /// The experiment a run directory was started with, as JSON: running the same command again continues that
@@ -106,6 +110,8 @@ fn train_with(
     }
     let run_dir = options.run_dir.clone();
     std::fs::create_dir_all(&run_dir).map_err(|source| PipelineError::Io { path: run_dir.clone(), source })?;
+    // Before anything in the directory is read: a previous process may still be writing its checkpoint.
+    let _run_lock = run_lock::lock_run_dir(&run_dir, options.wait_for_run_dir, &options.stop)?;
 
     let (source, preprocessing) = open_training_source(experiment)?;
     let labels = source.label_space();
@@ -685,6 +691,7 @@ max_validation_cases = 1
             budget_bytes: Some(tightest_batch_2_budget(&exp)),
             stop_after_epochs: None,
             stop: StopRequest::new(),
+            wait_for_run_dir: Duration::ZERO,
         };
         let mut attempts = Vec::new();
         let summary = train_with(&exp, &options, |ctx, device| {

@@ -65,6 +65,7 @@ pub fn cpu_options(run_dir: &Path) -> TrainOptions {
         budget_bytes: None,
         stop_after_epochs: None,
         stop: voxplan_pipeline::trainer::StopRequest::new(),
+        wait_for_run_dir: std::time::Duration::ZERO,
     }
 }
 
