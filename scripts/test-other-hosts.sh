@@ -15,10 +15,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for setting in "${settings[@]}"; do
   # shellcheck disable=SC2086 # the setting is a list of NAME=VALUE words on purpose
-  # tests/slurm.rs is left to the final `cargo test --workspace` of .ci/run: it asserts nothing about the CPU,
-  # and its requeue test failed once in three rounds on one long-lived local cluster (docs/jobs.md).
-  if env $setting cargo test --workspace --no-fail-fast -- \
-    --skip voxplan_slurm_trains --skip a_requeued_job_checkpoints --skip one_fake_gpu_each >"$log" 2>&1; then
+  if env $setting cargo test --workspace --no-fail-fast >"$log" 2>&1; then
     passed=$(grep -Eo "[0-9]+ passed" "$log" | awk '{s += $1} END {print s}')
     echo "as on another host ($setting): $passed tests passed" >&2
   else

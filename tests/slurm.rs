@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::TEST_THREADS;
+use common::{TEST_THREADS, tiny_experiment_text, write_experiment};
 
 /// The cluster's `SLURM_CONF`, starting the cluster the first time (shared by this file's tests).
 fn cluster() -> &'static Path {
@@ -58,37 +58,7 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 }
 
 fn experiment(dir: &Path, name: &str, epochs: usize) -> PathBuf {
-    let text = format!(
-        r#"
-name = "{name}"
-seed = 4
-[network]
-in_channels = 1
-num_classes = 3
-norm = {{ kind = "group", groups = 4 }}
-stages = [{{ features = 4, stride = [1, 1, 1] }}, {{ features = 8, stride = [2, 2, 2] }}]
-[plan]
-patch_size = [16, 16, 16]
-target_effective_batch = 2
-optimizer = "sgd"
-warmup_steps = 2
-[data]
-source = {{ kind = "phantom", cases = 4, shape = [24, 24, 24], structures = 2, seed = 5 }}
-validation_fraction = 0.25
-[loader]
-workers = 1
-queue_length = 4
-samples_per_volume = 2
-[train]
-epochs = {epochs}
-steps_per_epoch = 12
-max_validation_cases = 1
-checkpoint_every_minutes = 0
-"#
-    );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    write_experiment(dir, name, &tiny_experiment_text(name, epochs, 1, 0))
 }
 
 /// `voxplan slurm CONFIG --gpu T4 --device cpu --run-dir RUN --submit [extra]`; the batch job id.
@@ -168,6 +138,12 @@ fn a_requeued_job_checkpoints_runs_again_and_resumes() {
             slurm("scontrol", &["update", &format!("JobId={id}"), "StartTime=now"]);
             released = Some(Instant::now());
         }
+        assert!(
+            !matches!(state.as_str(), "FAILED" | "CANCELLED" | "TIMEOUT" | "NODE_FAIL" | "OUT_OF_MEMORY"),
+            "the requeued job ended {state}:\n{}\n--- its output:\n{}",
+            String::from_utf8_lossy(&slurm("scontrol", &["show", "job", &id]).stdout),
+            output(&run, &id)
+        );
         state == "COMPLETED"
     });
     assert_eq!(job_field(&id, "Restarts"), "1");
