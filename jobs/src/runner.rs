@@ -16,7 +16,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -558,14 +557,17 @@ fn lock(dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(|e| JobsError::io(&path, e))?;
-    // SAFETY: flock on a descriptor this function owns; no memory is shared with the kernel.
-    let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-    if !taken {
-        let holder = std::fs::read_to_string(&path).unwrap_or_default();
-        return Err(JobsError::Busy {
-            path: dir.to_path_buf(),
-            problem: format!("another runner serves this queue ({})", holder.trim()),
-        });
+    // flock(2), released by the kernel however the runner ends.
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(JobsError::Busy {
+                path: dir.to_path_buf(),
+                problem: format!("another runner serves this queue ({})", holder.trim()),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(JobsError::io(&path, e)),
     }
     file.set_len(0).map_err(|e| JobsError::io(&path, e))?;
     let _ = write!(file, "pid {} since {}", std::process::id(), crate::store::now());
