@@ -312,7 +312,6 @@ impl PatchLoader {
         epoch: u64,
         first_batch: usize,
     ) -> Result<Self> {
-        let (s, e) = (seed, epoch);
         Self::start_shard(
             source,
             cases,
@@ -321,8 +320,8 @@ impl PatchLoader {
             patch_size,
             batch_size,
             batches,
-            s,
-            e,
+            seed,
+            epoch,
             first_batch,
             Shard::WHOLE,
         )

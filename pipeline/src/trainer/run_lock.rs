@@ -63,22 +63,23 @@ pub fn lock_run_dir(run_dir: &Path, wait: Duration, stop: &StopRequest) -> Resul
             }
             Err(TryLockError::Error(source)) => return Err(PipelineError::Io { path, source }),
         }
-        let holder = holder(&path);
         if started.elapsed() >= wait || stop.is_requested() {
+            let holder = holder(&path);
             return Err(PipelineError::RunDirBusy { path: run_dir.to_path_buf(), holder, waited: started.elapsed() });
         }
         if reported.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
             tracing::warn!(
-                "{} is in use by another voxplan process ({holder}); waiting up to {} s for it to finish",
+                "{} is in use by another voxplan process ({}); waiting up to {} s for it to finish",
                 run_dir.display(),
+                holder(&path),
                 wait.saturating_sub(started.elapsed()).as_secs()
             );
             reported = Some(Instant::now());
         }
         std::thread::sleep(RETRY_EVERY);
     }
-    if let Some(t) = reported {
-        tracing::info!("{} is free after {:.1} s", run_dir.display(), (t - started).as_secs_f64().max(0.0));
+    if reported.is_some() {
+        tracing::info!("{} is free after {:.1} s", run_dir.display(), started.elapsed().as_secs_f64());
     }
     // Who holds it, for a process that waits on it; failing to write it changes nothing about the lock.
     let _ = file.set_len(0).and_then(|()| write!(file, "{}", describe_this_process()));
@@ -102,9 +103,14 @@ fn describe_this_process() -> String {
     format!("pid {} on {host} since {since} (Unix time)", std::process::id())
 }
 
-/// ENOSYS, EOPNOTSUPP/ENOTSUP, ENOLCK: the file system cannot lock, which is not a busy run directory.
+/// Linux's errno values for "this file system cannot lock" (std maps only ENOSYS to `Unsupported`).
+const ENOLCK: i32 = 37;
+const ENOSYS: i32 = 38;
+const EOPNOTSUPP: i32 = 95;
+
+/// The file system cannot lock, which is not a busy run directory.
 fn is_unsupported(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::Unsupported || matches!(e.raw_os_error(), Some(38 | 95 | 37))
+    e.kind() == std::io::ErrorKind::Unsupported || matches!(e.raw_os_error(), Some(ENOLCK | ENOSYS | EOPNOTSUPP))
 }
 
 #[cfg(test)]
