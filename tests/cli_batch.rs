@@ -325,6 +325,21 @@ fn a_second_process_on_the_same_run_directory_waits_for_the_first_then_resumes()
     assert_same_run(&whole, &run);
 }
 
+/// A wait that is not a whole number of seconds is bad input (exit 2) naming the option, before anything
+/// is planned or written.
+#[test]
+fn a_bad_wait_for_run_dir_is_refused_as_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    for bad in ["-5", "soon", "1.5"] {
+        let out =
+            run_to_end(&["train", "--device", "cpu", "--run-dir", run.to_str().unwrap(), "--wait-for-run-dir", bad]);
+        assert_eq!(code(&out), 2, "{bad}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--wait-for-run-dir"), "{bad}: {}", stderr(&out));
+        assert!(!run.exists(), "nothing written for {bad}");
+    }
+}
+
 /// Every row of the exit-code table, from a real command.
 #[test]
 fn each_kind_of_outcome_has_its_exit_code() {

@@ -37,7 +37,7 @@ pub struct Args {
     stop_after_epochs: Option<usize>,
     /// Seconds to wait when another voxplan process still trains into the run directory (a requeued job
     /// whose previous run still writes its checkpoint, say) before giving up with exit 75.
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_RUN_DIR_WAIT.as_secs())]
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_RUN_DIR_WAIT.as_secs(), allow_negative_numbers = true)]
     wait_for_run_dir: u64,
 }
 
